@@ -1,0 +1,16 @@
+"""Gateway API kinds (`gateway.networking.k8s.io`): Gateway, HTTPRoute and GRPCRoute (v1) and
+TCPRoute (v1alpha2).
+
+In ambient mode these declare waypoints (a Gateway of class `istio-waypoint`) and the L7/L4
+routing that waypoints apply (routes whose parentRefs name a Service or a Gateway).
+"""
+
+from ..kind import ResourceKind
+from .gateway import GATEWAY
+from .grpc_route import GRPC_ROUTE
+from .http_route import HTTP_ROUTE
+from .tcp_route import TCP_ROUTE
+
+GATEWAY_KINDS: tuple[ResourceKind, ...] = (GATEWAY, HTTP_ROUTE, GRPC_ROUTE, TCP_ROUTE)
+
+__all__ = ["GATEWAY", "GATEWAY_KINDS", "GRPC_ROUTE", "HTTP_ROUTE", "TCP_ROUTE"]
