@@ -231,7 +231,8 @@ class Istiod:
 
     def client(self, token: str | None = None, **kw: Any) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token or self.token}"}
-        return httpx.Client(base_url=self.url, verify=str(self.ca_file), headers=headers, timeout=30, **kw)
+        verify = ssl.create_default_context(cafile=str(self.ca_file))
+        return httpx.Client(base_url=self.url, verify=verify, headers=headers, timeout=30, **kw)
 
 
 def wait_for(check, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:

@@ -133,8 +133,33 @@ DNSSubdomain = Annotated[str, AfterValidator(_checker(dns1123_subdomain_error))]
 DNS1035Label = Annotated[str, AfterValidator(_checker(dns1035_label_error))]
 LabelKey = Annotated[str, AfterValidator(_checker(qualified_name_error))]
 LabelValue = Annotated[str, AfterValidator(_checker(label_value_error))]
-Labels = dict[LabelKey, LabelValue]
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    # Checked as a whole so a bad key is reported at the map (`metadata.labels`), as the
+    # apiserver does, rather than at a path that embeds the key.
+    for key, value in labels.items():
+        problem = qualified_name_error(key)
+        if problem:
+            raise ValueError(f"key {key!r}: {problem}")
+        problem = label_value_error(value)
+        if problem:
+            raise ValueError(f"value {value!r} of {key!r}: {problem}")
+    return labels
+
+
+def _check_keys(values: dict[str, str]) -> dict[str, str]:
+    for key in values:
+        problem = qualified_name_error(key)
+        if problem:
+            raise ValueError(f"key {key!r}: {problem}")
+    return values
+
+
+Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
 """A label map: keys and values checked as Kubernetes does."""
+Annotations = Annotated[dict[str, str], AfterValidator(_check_keys)]
+"""An annotation map: keys checked as label keys, values free."""
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 """A TCP/UDP port number, 1 to 65535."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from .base import LabelKey, Labels, Model
+from .base import Annotations, Labels, Model
 
 
 class OwnerReference(Model):
@@ -25,7 +25,7 @@ class ObjectMeta(Model):
     generate_name: str | None = None
     namespace: str | None = None
     labels: Labels | None = None
-    annotations: dict[LabelKey, str] | None = None
+    annotations: Annotations | None = None
     uid: str | None = None
     resource_version: str | None = None
     generation: int | None = None

@@ -189,9 +189,7 @@ def test_from_object_match_labels_and_expressions() -> None:
     assert not selector.matches({"app": "web", "env": "dev", "ready": "", "canary": "1"})
 
 
-@pytest.mark.parametrize(
-    "obj", [None, {}, {"matchLabels": {}, "matchExpressions": []}, {"matchLabels": None}]
-)
+@pytest.mark.parametrize("obj", [None, {}, {"matchLabels": {}, "matchExpressions": []}, {"matchLabels": None}])
 def test_from_object_empty_selects_everything(obj: Any) -> None:
     selector = label_selector_from_object(obj)
     assert selector.empty

@@ -180,10 +180,7 @@ def test_json_patch_failed_test_is_422_and_atomic() -> None:
     with pytest.raises(PatchError) as info:
         apply_json_patch(pod, ops)
     assert not info.value.bad_request
-    assert (
-        info.value.message
-        == 'JSON patch operation 1 (test /metadata/resourceVersion) failed: the value is not "6"'
-    )
+    assert info.value.message == 'JSON patch operation 1 (test /metadata/resourceVersion) failed: the value is not "6"'
     assert pod == _pod()
 
 
@@ -213,9 +210,7 @@ def test_json_patch_bad_operations_are_422(op: dict[str, Any], fragment: str) ->
     assert "apiVersion" not in info.value.message  # the document is not quoted back
 
 
-@pytest.mark.parametrize(
-    "body", [{"op": "add"}, "x", None, [1], [{"op": "add", "path": "/a", "value": 1}, "x"]]
-)
+@pytest.mark.parametrize("body", [{"op": "add"}, "x", None, [1], [{"op": "add", "path": "/a", "value": 1}, "x"]])
 def test_json_patch_body_must_be_a_list_of_objects(body: Any) -> None:
     with pytest.raises(PatchError) as info:
         apply_json_patch({}, body)
@@ -297,9 +292,7 @@ def test_set_element_order_keeps_unlisted_server_items_in_place() -> None:
 
 
 def test_set_element_order_without_the_list_does_not_create_it() -> None:
-    out = apply_strategic_merge_patch(
-        {"spec": {}}, {"spec": {"$setElementOrder/containers": [{"name": "a"}]}}
-    )
+    out = apply_strategic_merge_patch({"spec": {}}, {"spec": {"$setElementOrder/containers": [{"name": "a"}]}})
     assert out == {"spec": {}}
 
 
@@ -370,9 +363,7 @@ def test_env_value_from_replaces_value_with_null() -> None:
 def test_container_ports_merge_by_container_port() -> None:
     patch = {
         "spec": {
-            "containers": [
-                {"name": "main", "ports": [{"containerPort": 80, "name": "http"}, {"containerPort": 443}]}
-            ]
+            "containers": [{"name": "main", "ports": [{"containerPort": 80, "name": "http"}, {"containerPort": 443}]}]
         }
     }
     out = apply_strategic_merge_patch(_pod(), patch)
@@ -399,17 +390,13 @@ def test_volume_mounts_merge_by_mount_path() -> None:
     pod = {"spec": {"containers": [{"name": "m", "volumeMounts": [{"name": "a", "mountPath": "/a"}]}]}}
     patch = {"spec": {"containers": [{"name": "m", "volumeMounts": [{"mountPath": "/a", "readOnly": True}]}]}}
     out = apply_strategic_merge_patch(pod, patch)
-    assert out["spec"]["containers"][0]["volumeMounts"] == [
-        {"name": "a", "mountPath": "/a", "readOnly": True}
-    ]
+    assert out["spec"]["containers"][0]["volumeMounts"] == [{"name": "a", "mountPath": "/a", "readOnly": True}]
 
 
 def test_conditions_merge_by_type_and_owner_references_by_uid() -> None:
     obj = {
         "metadata": {"ownerReferences": [{"uid": "1", "name": "a"}]},
-        "status": {
-            "conditions": [{"type": "Ready", "status": "False"}, {"type": "Scheduled", "status": "True"}]
-        },
+        "status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "Scheduled", "status": "True"}]},
     }
     patch = {
         "metadata": {"ownerReferences": [{"uid": "1", "controller": True}]},
@@ -498,9 +485,7 @@ def test_delete_from_missing_primitive_list_is_a_no_op() -> None:
 
 
 def test_node_pod_cidrs_merge_as_a_set() -> None:
-    out = apply_strategic_merge_patch(
-        {"spec": {"podCIDRs": ["10.0.0.0/24"]}}, {"spec": {"podCIDRs": ["10.0.0.0/24"]}}
-    )
+    out = apply_strategic_merge_patch({"spec": {"podCIDRs": ["10.0.0.0/24"]}}, {"spec": {"podCIDRs": ["10.0.0.0/24"]}})
     assert out == {"spec": {"podCIDRs": ["10.0.0.0/24"]}}
 
 
@@ -510,11 +495,7 @@ def test_node_pod_cidrs_merge_as_a_set() -> None:
 def test_retain_keys_drops_unlisted_fields() -> None:
     # A volume switching source: apimachinery's retainKeys strategy on PodSpec.volumes.
     pod = {"spec": {"volumes": [{"name": "data", "emptyDir": {}}]}}
-    patch = {
-        "spec": {
-            "volumes": [{"name": "data", "hostPath": {"path": "/srv"}, "$retainKeys": ["hostPath", "name"]}]
-        }
-    }
+    patch = {"spec": {"volumes": [{"name": "data", "hostPath": {"path": "/srv"}, "$retainKeys": ["hostPath", "name"]}]}}
     out = apply_strategic_merge_patch(pod, patch)
     assert out == {"spec": {"volumes": [{"name": "data", "hostPath": {"path": "/srv"}}]}}
 
@@ -761,9 +742,7 @@ def _container_patches(draw: st.DrawFn) -> dict[str, Any]:
     )
     spec: dict[str, Any] = {"containers": updates + [{"$patch": "delete", "name": n} for n in deleted]}
     if draw(st.booleans()):
-        spec["$setElementOrder/containers"] = [
-            {"name": n} for n in draw(st.permutations(["a", "b", "c", "d", "e"]))
-        ]
+        spec["$setElementOrder/containers"] = [{"name": n} for n in draw(st.permutations(["a", "b", "c", "d", "e"]))]
     return {"spec": spec}
 
 

@@ -52,9 +52,7 @@ def gateway(*listeners: Json, **spec: Any) -> Json:
 
 SERVICE_PARENT = {"group": "", "kind": "Service", "name": "reviews", "port": 9080}
 CERT = {"kind": "Secret", "name": "example-cert"}
-HTTPS = listener(
-    name="https", port=443, protocol="HTTPS", hostname="*.example.com", tls={"certificateRefs": [CERT]}
-)
+HTTPS = listener(name="https", port=443, protocol="HTTPS", hostname="*.example.com", tls={"certificateRefs": [CERT]})
 
 
 def backend(name: str, port: int = 9080, **fields: Any) -> Json:
@@ -99,9 +97,7 @@ INGRESS = gateway(
     infrastructure={"labels": {"team": "edge"}, "annotations": {"example.com/owner": "edge"}},
 )
 
-BOOKINFO_WEIGHTED = route(
-    [{"backendRefs": [backend("reviews-v1", weight=90), backend("reviews-v2", weight=10)]}]
-)
+BOOKINFO_WEIGHTED = route([{"backendRefs": [backend("reviews-v1", weight=90), backend("reviews-v2", weight=10)]}])
 
 HEADER_MATCH = route(
     [
@@ -239,9 +235,7 @@ GATEWAY_WITH_STATUS["status"] = {
         {"type": "Accepted", "status": "True", "reason": "Accepted"},
         {"type": "Programmed", "status": "True", "reason": "Programmed"},
     ],
-    "listeners": [
-        {"name": "mesh", "attachedRoutes": 2, "conditions": [{"type": "Accepted", "status": "True"}]}
-    ],
+    "listeners": [{"name": "mesh", "attachedRoutes": 2, "conditions": [{"type": "Accepted", "status": "True"}]}],
 }
 
 ROUTE_WITH_STATUS = copy.deepcopy(BOOKINFO_WEIGHTED)
@@ -481,9 +475,7 @@ INVALID: list[tuple[str, ResourceKind, Json, str, str]] = [
     (
         "filter forbids other fields",
         HTTP_ROUTE,
-        route(
-            [{"filters": [flt(HM, requestHeaderModifier={"remove": ["a"]}, urlRewrite={"hostname": "x.io"})]}]
-        ),
+        route([{"filters": [flt(HM, requestHeaderModifier={"remove": ["a"]}, urlRewrite={"hostname": "x.io"})]}]),
         "spec.rules[0].filters[0].urlRewrite",
         "FieldValueForbidden",
     ),
@@ -762,9 +754,7 @@ INVALID: list[tuple[str, ResourceKind, Json, str, str]] = [
         HTTP_ROUTE,
         {
             **BOOKINFO_WEIGHTED,
-            "status": {
-                "parents": [{"parentRef": SERVICE_PARENT, "controllerName": "istio.io/x", "conditions": []}]
-            },
+            "status": {"parents": [{"parentRef": SERVICE_PARENT, "controllerName": "istio.io/x", "conditions": []}]},
         },
         "status.parents[0].conditions",
         "FieldValueInvalid",

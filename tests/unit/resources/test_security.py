@@ -113,9 +113,7 @@ VALID: list[tuple[str, ResourceKind, Any]] = [
             "selector": {"matchLabels": {"app": "httpbin"}},
             "rules": [
                 {
-                    "from": [
-                        {"source": {"requestPrincipals": ["testing@secure.istio.io/testing@secure.istio.io"]}}
-                    ],
+                    "from": [{"source": {"requestPrincipals": ["testing@secure.istio.io/testing@secure.istio.io"]}}],
                     "when": [{"key": "request.auth.claims[groups]", "values": ["group1"]}],
                 }
             ],
@@ -250,9 +248,7 @@ def test_valid_documents_pass(kind: ResourceKind, spec: Any) -> None:
 
 def test_status_is_istio_status_shaped() -> None:
     status = {
-        "conditions": [
-            {"type": "ZtunnelAccepted", "status": "True", "reason": "Accepted", "message": "attached"}
-        ],
+        "conditions": [{"type": "ZtunnelAccepted", "status": "True", "reason": "Accepted", "message": "attached"}],
         "observedGeneration": "1",
         "validationMessages": [{"level": "WARNING", "type": {"code": "IST0102"}}],
     }
@@ -423,11 +419,7 @@ INVALID: list[tuple[str, ResourceKind, Any, str, str, str]] = [
     (
         "service-accounts-with-namespaces",
         AP,
-        {
-            "rules": [
-                {"from": [{"source": {"serviceAccounts": ["default/sleep"], "namespaces": ["default"]}}]}
-            ]
-        },
+        {"rules": [{"from": [{"source": {"serviceAccounts": ["default/sleep"], "namespaces": ["default"]}}]}]},
         "spec.rules[0].from[0].source.serviceAccounts",
         "FieldValueForbidden",
         "namespaces or principals",
@@ -768,9 +760,7 @@ INVALID: list[tuple[str, ResourceKind, Any, str, str, str]] = [
     [case[1:] for case in INVALID],
     ids=[case[0] for case in INVALID],
 )
-def test_invalid_documents_are_refused(
-    kind: ResourceKind, spec: Any, field: str, reason: str, words: str
-) -> None:
+def test_invalid_documents_are_refused(kind: ResourceKind, spec: Any, field: str, reason: str, words: str) -> None:
     causes = causes_of(kind, doc(kind, spec))
     assert field in causes, f"expected a cause at {field}, got {sorted(causes)}"
     assert causes[field].reason == reason
@@ -798,9 +788,7 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_refusal_message_names_kind_and_object() -> None:
     with pytest.raises(InvalidObject) as info:
         check_document(AP, doc(AP, {"action": "DENY"}))
-    assert info.value.message.startswith(
-        'AuthorizationPolicy "policy" is invalid: spec.rules: Required value'
-    )
+    assert info.value.message.startswith('AuthorizationPolicy "policy" is invalid: spec.rules: Required value')
 
 
 # --- unknown fields ------------------------------------------------------------------------------
