@@ -276,21 +276,23 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
 _UNION_TAGS = {"int", "str", "float", "bool", "list", "dict", "none"}
 
 
-def causes_from_pydantic(error: ValidationError, prefix: tuple[Any, ...] = ()) -> tuple[list[Cause], list[str]]:
-    """Split a pydantic failure into (causes, unknown field paths).
+def causes_from_pydantic(
+    error: ValidationError, prefix: tuple[Any, ...] = ()
+) -> tuple[list[Cause], list[tuple[Any, ...]]]:
+    """Split a pydantic failure into (causes, locations of unknown fields).
 
     Messages follow apimachinery's field errors: `Required value`, `Invalid value: "x": why`,
     `Unsupported value: "x": supported values: "a", "b"`.
     """
     causes: list[Cause] = []
-    unknown: list[str] = []
+    unknown: list[tuple[Any, ...]] = []
     for err in error.errors(include_url=False):
         loc = prefix + _clean_loc(tuple(err["loc"]))
         path = field_path(loc)
         kind = err["type"]
         value = err.get("input")
         if kind == "extra_forbidden":
-            unknown.append(path)
+            unknown.append(loc)
             continue
         if kind == "missing":
             causes.append(Cause(path, "FieldValueRequired", "Required value"))
@@ -309,7 +311,7 @@ def causes_from_pydantic(error: ValidationError, prefix: tuple[Any, ...] = ()) -
             if why.startswith("Value error, "):
                 why = why[len("Value error, ") :]
             causes.append(Cause(path, "FieldValueInvalid", f"Invalid value: {_quote(value)}: {why}"))
-    return _dedupe(causes), sorted(set(unknown))
+    return _dedupe(causes), list(dict.fromkeys(unknown))
 
 
 def _dedupe(causes: list[Cause]) -> list[Cause]:

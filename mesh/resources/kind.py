@@ -7,14 +7,13 @@ names, scope, columns, defaulting and extra checks all come from here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from .base import Cause, causes_from_pydantic, dns1123_subdomain_error, invalid
+from .base import Cause, causes_from_pydantic, dns1123_subdomain_error, field_path, invalid
 from .meta import KubeObject
 
 Getter = Callable[[dict[str, Any]], Any]
@@ -125,20 +124,21 @@ class InvalidObject(Exception):
         return f'{self.kind.kind} "{self.name}" is invalid: {parts}'
 
 
-def drop_paths(obj: dict[str, Any], paths: list[str]) -> dict[str, Any]:
-    """Remove the fields at `paths` (as produced by `field_path`) from a copy of `obj`."""
+def drop_fields(obj: dict[str, Any], locations: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Remove the fields at `locations` (tuples of keys and indexes) from a copy of `obj`."""
     out = _deep_copy(obj)
-    for path in paths:
-        tokens = re.findall(r"[^.\[\]]+|\[\d+\]", path)
+    for loc in locations:
         cur: Any = out
-        for tok in tokens[:-1]:
-            cur = cur[int(tok[1:-1])] if tok.startswith("[") else cur.get(tok)
-            if cur is None:
+        for step in loc[:-1]:
+            if (isinstance(cur, dict) and step in cur) or (
+                isinstance(cur, list) and isinstance(step, int) and step < len(cur)
+            ):
+                cur = cur[step]
+            else:
                 break
         else:
-            last = tokens[-1]
-            if isinstance(cur, dict):
-                cur.pop(last, None)
+            if loc and isinstance(cur, dict):
+                cur.pop(loc[-1], None)
     return out
 
 
@@ -156,24 +156,27 @@ def check_document(kind: ResourceKind, obj: dict[str, Any]) -> CheckResult:
     """
     name = (obj.get("metadata") or {}).get("name") or ""
     meta_causes = _metadata_causes(kind, obj)
-    unknown: list[str] = []
-    try:
-        model = kind.model.model_validate(obj)
-    except ValidationError as e:
-        causes, unknown = causes_from_pydantic(e)
-        if not causes:
-            # Only unknown fields: validate what remains so the rest is still checked.
-            obj = drop_paths(obj, unknown)
-            try:
-                model = kind.model.model_validate(obj)
-            except ValidationError as e2:
-                causes = causes_from_pydantic(e2)[0]
-        if causes:
-            raise InvalidObject(kind, name, meta_causes + causes) from None
+    unknown: list[tuple[Any, ...]] = []
+    model = None
+    for _ in range(3):  # unknown fields are dropped and the rest validated again
+        try:
+            model = kind.model.model_validate(obj)
+            break
+        except ValidationError as e:
+            causes, found = causes_from_pydantic(e)
+            fresh = [loc for loc in found if loc not in unknown]
+            if not causes and not fresh:  # unknown fields that could not be removed
+                causes = [Cause(field_path(loc), "FieldValueInvalid", "unknown field") for loc in found]
+            if causes:
+                raise InvalidObject(kind, name, meta_causes + causes) from None
+            unknown += fresh
+            obj = drop_fields(obj, fresh)
+    if model is None:
+        raise InvalidObject(kind, name, [Cause("", "FieldValueInvalid", "the object could not be validated")])
     causes = meta_causes + (kind.check(obj, model) if kind.check is not None else [])
     if causes:
         raise InvalidObject(kind, name, causes)
-    return CheckResult(obj=obj, unknown=unknown, model=model)
+    return CheckResult(obj=obj, unknown=sorted(field_path(loc) for loc in unknown), model=model)
 
 
 def _metadata_causes(kind: ResourceKind, obj: dict[str, Any]) -> list[Cause]:

@@ -86,7 +86,9 @@ def forbidden(user: str, verb: str, kind: ResourceKind | None, namespace: str | 
     group = kind.group if kind else ""
     scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
     subject = f'{resource} "{name}"' if name else resource
-    message = f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group "{group}" {scope}'
+    message = (
+        f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group "{group}" {scope}'
+    )
     return ApiError(403, "Forbidden", message, _details(kind, name))
 
 

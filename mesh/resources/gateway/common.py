@@ -55,13 +55,9 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253)]
 Namespace = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
 SectionName = Annotated[str, Field(min_length=1, max_length=253, pattern=rf"^{_DNS}$")]
 """A listener name, route rule name or Service port name."""
-Hostname = Annotated[
-    str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN), AfterValidator(_not_an_ip)
-]
+Hostname = Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN), AfterValidator(_not_an_ip)]
 """A DNS name, optionally with a leading `*.` label; never an IP address."""
-PreciseHostname = Annotated[
-    str, Field(min_length=1, max_length=253, pattern=rf"^{_DNS}$"), AfterValidator(_not_an_ip)
-]
+PreciseHostname = Annotated[str, Field(min_length=1, max_length=253, pattern=rf"^{_DNS}$"), AfterValidator(_not_an_ip)]
 HeaderName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$")]
 """An HTTP header or query parameter name (RFC 7230 token)."""
 HeaderValue = Annotated[str, Field(min_length=1, max_length=4096)]
@@ -287,15 +283,11 @@ def parent_ref_causes(refs: list[ParentReference] | None, path: str) -> list[Cau
         )
         if not same_fields:
             why = (
-                "sectionName or port must be specified when parentRefs includes "
-                "2 or more references to the same parent"
+                "sectionName or port must be specified when parentRefs includes 2 or more references to the same parent"
             )
             causes.append(invalid(f"{path}[{i}]", ref.name, why))
         elif (*key, ref.section_name, ref.port) in seen:
-            why = (
-                "sectionName or port must be unique when parentRefs includes "
-                "2 or more references to the same parent"
-            )
+            why = "sectionName or port must be unique when parentRefs includes 2 or more references to the same parent"
             causes.append(invalid(f"{path}[{i}]", ref.name, why))
         seen.add((*key, ref.section_name, ref.port))
     return causes
@@ -360,9 +352,7 @@ def session_persistence_causes(sp: SessionPersistence | None, path: str) -> list
     lifetime = sp.cookie_config.lifetime_type if sp.cookie_config else None
     if lifetime == "Permanent" and sp.absolute_timeout is None:
         causes.append(
-            required_because(
-                f"{path}.absoluteTimeout", "must be specified when cookie lifetimeType is Permanent"
-            )
+            required_because(f"{path}.absoluteTimeout", "must be specified when cookie lifetimeType is Permanent")
         )
     if sp.cookie_config is not None and (sp.type or "Cookie") != "Cookie":
         causes.append(forbidden(f"{path}.cookieConfig", "may only be set with type Cookie"))
@@ -378,9 +368,7 @@ def filter_union_causes(flt: Any, path: str, members: dict[str, str]) -> list[Ca
         field = f"{path}.{to_camel(attr)}"
         is_set = getattr(flt, attr) is not None
         if is_set and kind != member_type:
-            causes.append(
-                forbidden(field, f"must not be set when filter type is {kind}, only for {member_type}")
-            )
+            causes.append(forbidden(field, f"must not be set when filter type is {kind}, only for {member_type}"))
         elif not is_set and kind == member_type:
             causes.append(required_because(field, f"must be specified for {member_type} filter type"))
     return causes

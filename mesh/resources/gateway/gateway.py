@@ -234,9 +234,7 @@ def _listener_causes(listeners: list[Listener]) -> list[Cause]:
         path = f"spec.listeners[{i}]"
         causes += _listener_tls_causes(listener, path)
         if listener.protocol.upper() in _NO_HOSTNAME and listener.hostname is not None:
-            causes.append(
-                forbidden(f"{path}.hostname", f"must not be specified for protocol {listener.protocol}")
-            )
+            causes.append(forbidden(f"{path}.hostname", f"must not be specified for protocol {listener.protocol}"))
         combo = (listener.port, listener.protocol, listener.hostname)
         if combo in combos:
             why = "combination of port, protocol and hostname must be unique for each listener"

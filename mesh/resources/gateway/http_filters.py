@@ -28,9 +28,7 @@ from .common import (
 )
 
 HTTPMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
-HTTPMethodWithWildcard = Literal[
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "*"
-]
+HTTPMethodWithWildcard = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "*"]
 
 CORSOrigin = Annotated[
     str,
@@ -124,9 +122,7 @@ def _path_modifier_causes(mod: HTTPPathModifier, path: str, single_prefix_match:
         ("ReplacePrefixMatch", mod.replace_prefix_match, "replacePrefixMatch"),
     ):
         if attr is None and mod.type == kind:
-            causes.append(
-                required_because(f"{path}.{wire}", f"must be specified when type is set to '{kind}'")
-            )
+            causes.append(required_because(f"{path}.{wire}", f"must be specified when type is set to '{kind}'"))
         elif attr is not None and mod.type != kind:
             causes.append(forbidden(f"{path}.{wire}", f"type must be '{kind}' when {wire} is set"))
     if mod.type == "ReplacePrefixMatch" and mod.replace_prefix_match is not None and not single_prefix_match:
@@ -176,9 +172,7 @@ def http_filter_causes(flt: HTTPRouteFilter, path: str, single_prefix_match: boo
     return causes
 
 
-def http_filter_list_causes(
-    filters: list[HTTPRouteFilter], path: str, single_prefix_match: bool
-) -> list[Cause]:
+def http_filter_list_causes(filters: list[HTTPRouteFilter], path: str, single_prefix_match: bool) -> list[Cause]:
     """Rules for a list of filters: each filter, repeats, and redirect-with-rewrite."""
     causes: list[Cause] = []
     for i, flt in enumerate(filters):

@@ -134,18 +134,12 @@ def _path_value_causes(path: HTTPPathMatch, where: str) -> list[Cause]:
     causes: list[Cause] = []
     if not value.startswith("/"):
         causes.append(
-            invalid(
-                field, value, "must be an absolute path and start with '/' for types Exact and PathPrefix"
-            )
+            invalid(field, value, "must be an absolute path and start with '/' for types Exact and PathPrefix")
         )
     causes += [invalid(field, value, f"must not contain '{seq}'") for seq in _BAD_SEQUENCES if seq in value]
-    causes += [
-        invalid(field, value, f"must not end with '{end}'") for end in _BAD_SUFFIXES if value.endswith(end)
-    ]
+    causes += [invalid(field, value, f"must not end with '{end}'") for end in _BAD_SUFFIXES if value.endswith(end)]
     if not _PATH_CHARS.match(value):
-        causes.append(
-            invalid(field, value, f"must only contain valid characters (matching {_PATH_CHARS.pattern})")
-        )
+        causes.append(invalid(field, value, f"must only contain valid characters (matching {_PATH_CHARS.pattern})"))
     return causes
 
 

@@ -29,7 +29,8 @@ def json_response(
     response = Response(content, status_code=status, media_type=media_type)
     for warning in warnings or []:
         # RFC 7234 warn-code 299 ("miscellaneous persistent warning"), as the apiserver sends it.
-        response.headers.append("Warning", '299 - "' + warning.replace('"', '\\"') + '"')
+        text = warning.replace('"', '\\"').encode("ascii", "backslashreplace").decode()  # headers are ASCII
+        response.headers.append("Warning", '299 - "' + text + '"')
     return response
 
 
