@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from redis.asyncio import Redis
 
@@ -39,7 +40,5 @@ async def show(redis_url: str, count: int, follow: bool, stream: str = STREAM) -
 
 
 def run(redis_url: str, count: int, follow: bool, stream: str = STREAM) -> None:
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(show(redis_url, count, follow, stream))
-    except KeyboardInterrupt:
-        pass

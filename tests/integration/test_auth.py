@@ -65,9 +65,13 @@ def test_secrets_are_kept_with_mode_0600(istiod: harness.Istiod) -> None:
 def test_static_token_file_adds_principals(tmp_path) -> None:
     tokens = tmp_path / "tokens.csv"
     tokens.write_text('ops-token-123,ops,1001,"system:masters"\nview-token-456,viewer,1002,"viewers"\n')
-    with harness.running_istiod(tmp_path, "sqlite", extra_args=["--token-auth-file", str(tokens)]) as istiod:
-        with istiod.client(token="ops-token-123") as ops, istiod.client(token="view-token-456") as viewer:
-            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ops"}}
-            assert ops.post("/api/v1/namespaces", json=body).status_code == 201
-            assert viewer.get("/api/v1/namespaces/ops").status_code == 200
-            assert viewer.delete("/api/v1/namespaces/ops").status_code == 403
+    args = ["--token-auth-file", str(tokens)]
+    with (
+        harness.running_istiod(tmp_path, "sqlite", extra_args=args) as istiod,
+        istiod.client(token="ops-token-123") as ops,
+        istiod.client(token="view-token-456") as viewer,
+    ):
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ops"}}
+        assert ops.post("/api/v1/namespaces", json=body).status_code == 201
+        assert viewer.get("/api/v1/namespaces/ops").status_code == 200
+        assert viewer.delete("/api/v1/namespaces/ops").status_code == 403
