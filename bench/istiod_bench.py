@@ -4,7 +4,10 @@ Each figure comes with a baseline measured in the same run against the same serv
 - creates/s vs GET /version/s (the HTTP ceiling of this server and client on this machine);
 - watch event latency vs the create round trip that caused the event.
 
-Run: .venv/bin/python bench/istiod_bench.py [--db sqlite|postgres|both] [--creates N] [--watchers N]
+Throughput is measured with wrk (GET /version, then POST of new Pods from bench/lua/create_pods.lua),
+watch latency with asyncio watchers and a paced writer.
+
+Run: bash bench/run.sh  (or .venv/bin/python bench/istiod_bench.py [--db sqlite|postgres|both] [--watchers N])
 """
 
 from __future__ import annotations
@@ -12,8 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import re
+import shutil
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,19 +46,28 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-async def rate(client: httpx.AsyncClient, total: int, concurrency: int, make) -> float:
-    """Requests per second for `total` requests from `concurrency` workers."""
-    counter = iter(range(total))
-
-    async def worker() -> None:
-        for i in counter:
-            response = await make(client, i)
-            if response.status_code >= 300:
-                raise RuntimeError(f"{response.status_code}: {response.text[:200]}")
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return total / (time.perf_counter() - start)
+def wrk(istiod: harness.Istiod, path: str, seconds: int, connections: int, script: str | None = None) -> dict:
+    """Requests per second and latency percentiles measured by wrk (a real load generator)."""
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-H",
+        f"Authorization: Bearer {istiod.token}",
+    ]
+    if script:
+        cmd += ["-s", str(Path(__file__).parent / "lua" / script)]
+    cmd.append(istiod.url + path)
+    env = {**os.environ, "MESH_TOKEN": istiod.token}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"wrk saw {errors.group(1)} failed requests:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"\s+(50|99)%\s+([\d.]+\w+)", out))
+    return {"rps": rps, "p50": lat.get("50"), "p99": lat.get("99")}
 
 
 async def watch_latency(istiod: harness.Istiod, verify: ssl.SSLContext, watchers: int, events: int) -> dict:
@@ -105,21 +121,17 @@ async def watch_latency(istiod: harness.Istiod, verify: ssl.SSLContext, watchers
     }
 
 
-async def run_one(istiod: harness.Istiod, creates: int, concurrency: int, watchers: int) -> dict:
+def run_one(istiod: harness.Istiod, seconds: int, connections: int, watchers: int) -> dict:
+    baseline = wrk(istiod, "/version", seconds, connections)
+    creates = wrk(istiod, "/", seconds, connections, "create_pods.lua")
     verify = ssl.create_default_context(cafile=str(istiod.ca_file))
-    headers = {"Authorization": f"Bearer {istiod.token}"}
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=istiod.url, verify=verify, headers=headers, timeout=60, limits=limits) as c:
-        await c.get("/version")
-        baseline = await rate(c, creates, concurrency, lambda cl, i: cl.get("/version"))
-        creates_per_s = await rate(
-            c, creates, concurrency, lambda cl, i: cl.post("/api/v1/namespaces/default/pods", json=pod(f"p-{i}"))
-        )
-    watch = await watch_latency(istiod, verify, watchers, 50)
+    watch = asyncio.run(watch_latency(istiod, verify, watchers, 50))
     return {
-        "creates_per_s": creates_per_s,
-        "version_get_per_s": baseline,
-        "create_ratio": creates_per_s / baseline,
+        "creates_per_s": creates["rps"],
+        "create_p50": creates["p50"],
+        "create_p99": creates["p99"],
+        "version_get_per_s": baseline["rps"],
+        "create_ratio": creates["rps"] / baseline["rps"],
         **watch,
         "watch_ratio_p99_to_create_rtt": watch["watch_p99_ms"] / watch["create_rtt_p50_ms"],
     }
@@ -128,15 +140,17 @@ async def run_one(istiod: harness.Istiod, creates: int, concurrency: int, watche
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
-    parser.add_argument("--creates", type=int, default=3000)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--watchers", type=int, default=100)
     args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench: wrk is needed (apt-get install wrk, or run bench/run.sh which installs it)")
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     results = {}
     for db in dbs:
         with tempfile.TemporaryDirectory() as tmp, harness.running_istiod(Path(tmp), db) as istiod:
-            results[db] = asyncio.run(run_one(istiod, args.creates, args.concurrency, args.watchers))
+            results[db] = run_one(istiod, args.seconds, args.connections, args.watchers)
     print(
         f"{'db':<9} {'creates/s':>10} {'GET/s (base)':>13} {'ratio':>6} {'watch p50':>10} {'watch p99':>10} "
         f"{'create rtt':>11} {'p99/rtt':>8}"

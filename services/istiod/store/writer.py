@@ -45,7 +45,7 @@ class Writer:
         index: Index,
         history: History,
         *,
-        max_batch: int = 512,
+        max_batch: int = 128,
         on_commit: Callable[[list[Change]], None] | None = None,
     ):
         self._engine = engine
