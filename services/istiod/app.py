@@ -112,7 +112,15 @@ def create_app(settings: IstiodSettings) -> FastAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             engine.dispose()
 
-    app = FastAPI(title="istiod", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    # istiod has its own metrics; FastAPI's OpenTelemetry hooks would only cost time per request.
+    app = FastAPI(
+        title="istiod",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     _routes(app)
     return app
 

@@ -66,10 +66,11 @@ def test_writes_succeed_while_redis_is_down_and_arrive_in_order_later(
         assert seen == sorted(seen) and len(seen) == len(set(seen))
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
 def test_kill_9_during_a_write_burst_loses_and_duplicates_nothing(
-    redis_server: harness.RedisServer, tmp_path: Path
+    db: str, redis_server: harness.RedisServer, tmp_path: Path
 ) -> None:
-    with harness.running_istiod(tmp_path, "sqlite", redis_server.url) as istiod:
+    with harness.running_istiod(tmp_path, db, redis_server.url) as istiod:
         acknowledged: list[str] = []
         stop = threading.Event()
 

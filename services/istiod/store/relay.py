@@ -43,6 +43,7 @@ class Relay:
         self._batch = batch
         self._max_pending = max_pending
         self._pending: list[ChangeEvent] = []
+        self._caught_up = False  # False: the outbox may hold rows the pending list lacks
         self._wake = asyncio.Event()
         self.published = 0  # newest revision known to be in the stream
         self.connected = False
@@ -54,6 +55,7 @@ class Relay:
         )
         if len(self._pending) > self._max_pending:
             self._pending.clear()  # Redis is away for long; the outbox has it all
+            self._caught_up = False
         self._wake.set()
 
     async def run(self) -> None:
@@ -65,6 +67,7 @@ class Relay:
                 if await publisher.claim(self._store_uid):
                     log.warning("stream %s carried another store's changes; reset it", self._stream)
                 self.published = await publisher.top()
+                self._caught_up = False
                 self.connected = True
                 delay = 0.2
                 log.info("relay connected; stream at revision %d", self.published)
@@ -104,4 +107,5 @@ class Relay:
             return pending
         if pending:
             self._pending = []  # a hole before them: the outbox read will cover everything
+            self._caught_up = False
         return None

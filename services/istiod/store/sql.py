@@ -38,7 +38,9 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+    # No pre-ping: it costs a round trip per checkout on the write path. A connection broken by
+    # a PostgreSQL restart fails one batch; the writer then re-reads the store and goes on.
+    return create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=False)
 
 
 def prepare(engine: Engine) -> str:
