@@ -8,13 +8,15 @@ process with one line naming the setting, its value and the reason, as `NAME=VAL
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -71,6 +73,13 @@ def parse_settings(cls: type[S], prog: str, description: str, argv: list[str] | 
         field = str(first["loc"][0]) if first["loc"] else "?"
         value = given.get(field, first.get("input"))
         print(f"{prog}: MESH_{field.upper()}={value} ({first['msg']})", file=sys.stderr)
+        raise SystemExit(2) from None
+    except SettingsError as e:
+        # A list variable that is not JSON fails while the environment is read, before validation.
+        found = re.search(r'field "(\w+)"', str(e))
+        env = f"MESH_{found.group(1).upper() if found else '?'}"
+        reason = f'expected JSON such as ["a", "b"]: {e.__cause__ or e}'
+        print(f"{prog}: {env}={os.environ.get(env, '')} ({reason})", file=sys.stderr)
         raise SystemExit(2) from None
 
 

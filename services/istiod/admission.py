@@ -27,6 +27,7 @@ Json = dict[str, Any]
 # Namespaces the API keeps, as the apiserver keeps "default" and "kube-system".
 PROTECTED_NAMESPACES = ("default", "istio-system")
 NODE_PORTS = range(30000, 32768)
+NODE_RANGE = "30000-32767"
 
 
 def now_rfc3339() -> str:
@@ -79,6 +80,21 @@ class Admission:
 
     # --- update ---------------------------------------------------------------------------------
 
+    def prepare_update(self, kind: ResourceKind, obj: Json, old: Stored) -> None:
+        """Before validation: drop what the old type allocated and the new one cannot have, as
+        the apiserver's dropTypeDependentFields does (node ports of a former NodePort Service)."""
+        spec = obj.get("spec")
+        if kind is not SERVICE or not isinstance(spec, dict) or spec.get("type") in ("NodePort", "LoadBalancer"):
+            return
+        old_spec = old.data.get("spec") or {}
+        for port in spec.get("ports") or []:
+            if (
+                isinstance(port, dict)
+                and port.get("nodePort")
+                and port.get("nodePort") == _old_node_port(old_spec, port)
+            ):
+                port.pop("nodePort")
+
     def before_update(self, txn: Txn, kind: ResourceKind, obj: Json, old: Stored) -> None:
         """Immutable fields, and allocations kept across updates."""
         if kind is SERVICE:
@@ -108,15 +124,18 @@ class Admission:
         kind_type = spec.get("type", "ClusterIP")
         old_ip = old_spec.get("clusterIP")
         wanted = spec.get("clusterIP")
-        if old is not None and old_ip:
+        if kind_type == "ExternalName":
+            # A DNS alias has no address; one allocated before a type change is released, as the
+            # apiserver's dropTypeDependentFields does.
+            spec.pop("clusterIP", None)
+            spec.pop("clusterIPs", None)
+        elif old is not None and old_ip:
             # clusterIP is immutable; an update that leaves it out keeps the allocated one.
             if wanted in (None, "") or wanted == old_ip:
                 spec["clusterIP"] = old_ip
                 spec["clusterIPs"] = [old_ip] if old_ip != "None" else ["None"]
             else:
                 raise errors.invalid(SERVICE, name, [invalid("spec.clusterIP", wanted, "field is immutable")])
-        elif kind_type == "ExternalName":
-            spec.pop("clusterIP", None)
         elif wanted == "None":
             spec["clusterIPs"] = ["None"]
         else:
@@ -169,6 +188,11 @@ class Admission:
         old_ports = {p.get("port"): p.get("nodePort") for p in old_spec.get("ports") or []}
         for i, port in enumerate(obj["spec"].get("ports") or []):
             wanted = port.get("nodePort") or old_ports.get(port.get("port"))
+            if wanted and wanted not in NODE_PORTS:
+                why = f"provided port is not in the valid range. The range of valid ports is {NODE_RANGE}"
+                raise errors.invalid(
+                    SERVICE, obj["metadata"]["name"], [invalid(f"spec.ports[{i}].nodePort", wanted, why)]
+                )
             if wanted and wanted in used:
                 cause = invalid(f"spec.ports[{i}].nodePort", wanted, "provided port is already allocated")
                 raise errors.invalid(SERVICE, obj["metadata"]["name"], [cause])
@@ -179,6 +203,13 @@ class Admission:
                 wanted = random.choice(free)
             port["nodePort"] = wanted
             used.add(wanted)
+
+
+def _old_node_port(old_spec: Json, port: Json) -> int | None:
+    for old_port in old_spec.get("ports") or []:
+        if old_port.get("port") == port.get("port"):
+            return old_port.get("nodePort")
+    return None
 
 
 def _check_pod_update(obj: Json, old: Json) -> None:

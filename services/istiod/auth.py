@@ -73,6 +73,8 @@ class Authenticator:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise errors.unauthorized()
         token = authorization[7:].strip()
+        if not token:  # never match a token file line whose token column is empty
+            raise errors.unauthorized()
         principal = self._tokens.get(_digest(token))
         if principal is not None:
             return principal

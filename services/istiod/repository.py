@@ -269,6 +269,8 @@ class Repository:
                 meta[kept] = old["metadata"][kept]
             else:
                 meta.pop(kept, None)
+        if not status:
+            self.admission.prepare_update(kind, obj, current)
         obj = self._validate(kind, obj, opts)
         _apply_defaults(kind, obj)
         if not status:

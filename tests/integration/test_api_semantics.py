@@ -227,3 +227,22 @@ def test_delete_preconditions(istiod: harness.Istiod) -> None:
         )
         assert ok.status_code == 200
         assert client.delete(f"{PODS}/pre").status_code == 404
+
+
+def test_node_ports_are_in_range_and_released_when_the_type_changes(istiod: harness.Istiod) -> None:
+    with istiod.client() as client:
+        svc = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "np"},
+            "spec": {"type": "NodePort", "selector": {"app": "a"}, "ports": [{"port": 80}]},
+        }
+        made = client.post(SERVICES, json=svc).json()
+        assert 30000 <= made["spec"]["ports"][0]["nodePort"] <= 32767
+        outside = {**svc, "metadata": {"name": "np2"}, "spec": {**svc["spec"], "ports": [{"port": 80, "nodePort": 80}]}}
+        refused = client.post(SERVICES, json=outside)
+        assert refused.status_code == 422 and "30000-32767" in refused.text
+        cluster_ip = client.patch(f"{SERVICES}/np", json={"spec": {"type": "ClusterIP"}}, headers=MERGE)
+        assert cluster_ip.status_code == 200, cluster_ip.text
+        assert "nodePort" not in cluster_ip.json()["spec"]["ports"][0]
+        client.delete(f"{SERVICES}/np")

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import errors
+from . import protobuf
 
 JSON = "application/json"
 AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
@@ -39,7 +40,10 @@ def error_response(err: errors.ApiError) -> Response:
 
 
 async def read_body(request: Request) -> Any:
-    """The request body as JSON (or YAML for server-side apply). Malformed input is a 400."""
+    """The request body as JSON (YAML for server-side apply, Kubernetes protobuf for the core kinds).
+
+    Malformed input is a 400; protobuf of a kind (or with a field) that is not decoded is a 415.
+    """
     raw = await request.body()
     if len(raw) > MAX_BODY:
         raise errors.ApiError(413, "RequestEntityTooLarge", "the request body is too large")
@@ -47,7 +51,13 @@ async def read_body(request: Request) -> Any:
         raise errors.bad_request("the request body is empty")
     content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
     if content_type == PROTOBUF:
-        raise errors.unsupported_media_type(PROTOBUF_REFUSED)
+        # kubectl's typed generators (`create namespace`, `create service ...`): the core kinds decode.
+        try:
+            return protobuf.decode_k8s_protobuf(raw)
+        except protobuf.UnsupportedProtobuf as e:
+            raise errors.unsupported_media_type(f"{PROTOBUF_REFUSED}: {e}") from None
+        except protobuf.ProtobufError as e:
+            raise errors.bad_request(f"the request body could not be decoded: {e}") from None
     try:
         if content_type == "application/apply-patch+yaml":
             return yaml.safe_load(raw)

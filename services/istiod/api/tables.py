@@ -15,7 +15,12 @@ from ..store.state import Stored
 
 def human_age(seconds: float) -> str:
     """apimachinery's HumanDuration: `45s`, `3m20s`, `25m`, `4h10m`, `2d5h`, `40d`, `3y12d`."""
-    s = int(max(seconds, 0))
+    # Like Go's int(d.Seconds()), truncate toward zero. Up to a second in the future is clock
+    # skew ("0s"); beyond that HumanDuration answers "<invalid>" (apimachinery duration.go).
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    s = max(s, 0)
     if s < 120:
         return f"{s}s"
     minutes = s // 60

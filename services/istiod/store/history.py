@@ -52,10 +52,11 @@ class History:
         self._first = items[0].revision if items else revision + 1
 
     def append(self, changes: list[Change]) -> None:
-        for change in changes:
-            if change.revision != self.revision + 1:
-                raise ValueError(f"history gap: {change.revision} after {self.revision}")
-            self._items.append(change)
+        """Add contiguous changes; a gap refuses the whole batch, leaving the history as it was."""
+        for offset, change in enumerate(changes, start=1):
+            if change.revision != self.revision + offset:
+                raise ValueError(f"history gap: {change.revision} after {self.revision + offset - 1}")
+        self._items.extend(changes)
         if len(self._items) > 2 * self.capacity:
             drop = len(self._items) - self.capacity
             del self._items[:drop]
