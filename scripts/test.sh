@@ -12,6 +12,8 @@ require=()
 ensure_redis && require+=(redis) || warn "no Redis: tests that need it will be skipped"
 ensure_postgres && require+=(postgres) || warn "no PostgreSQL: tests that need it will be skipped"
 command -v kubectl >/dev/null && require+=(kubectl) || warn "no kubectl: interop tests will be skipped"
+command -v openssl >/dev/null || apt_install openssl || true
+command -v openssl >/dev/null && require+=(openssl) || warn "no openssl: certificate interop tests will be skipped"
 export MESH_REQUIRE="${require[*]}"
 
 say "lint (ruff)"

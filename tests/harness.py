@@ -268,3 +268,68 @@ def running_istiod(
             yield node
         finally:
             node.stop()
+
+
+# --- mesh-ca ------------------------------------------------------------------------------------
+
+
+@dataclass
+class MeshCa:
+    """A running mesh-ca sharing istiod's state directory (as on one machine)."""
+
+    istiod: Istiod
+    port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.istiod.state_dir
+
+    @property
+    def roots_pem(self) -> bytes:
+        return (self.state_dir / "root-cert.pem").read_bytes()
+
+    @property
+    def audit_log(self) -> Path:
+        return self.state_dir / "ca-audit.log"
+
+    def start(self, timeout: float = 30) -> None:
+        log = self.state_dir / "mesh-ca.log"
+        cmd = [str(VENV_BIN / "mesh-ca"), "--state-dir", str(self.state_dir), "--listen", self.address,
+               "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *self.extra_args]
+        self.proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+        wait_for(lambda: port_open("127.0.0.1", self.port), timeout, "mesh-ca to listen", proc=self.proc, log=log)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+@contextlib.contextmanager
+def running_ca(istiod: Istiod, extra_args: list[str] | None = None) -> Iterator[MeshCa]:
+    ca = MeshCa(istiod, extra_args=extra_args or [])
+    ca.start()
+    try:
+        yield ca
+    finally:
+        ca.stop()
+
+
+def create_node(istiod: Istiod, name: str) -> str:
+    """Register a Node through the API; returns its token (given once, in the create response)."""
+    with istiod.client() as client:
+        response = client.post("/api/v1/nodes", json={"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
+        assert response.status_code == 201, response.text
+        return response.json()["metadata"]["annotations"]["mesh.istio.io/node-token"]

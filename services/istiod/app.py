@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -25,6 +26,8 @@ from .api.openapi import OpenAPI
 from .api.resources import ResourceHandler
 from .auth import ADMIN, READER, Authenticator, Principal, ensure_token_file
 from .metrics import Metrics
+from .node_tokens import NodeTokenSigner
+from .nodes import NodeService
 from .repository import Repository
 from .settings import IstiodSettings
 from .store import sql
@@ -50,6 +53,7 @@ class Components:
     metrics: Metrics
     relay: Relay
     index: Index
+    signer: NodeTokenSigner
     ready: bool = False
 
 
@@ -88,10 +92,12 @@ def create_app(settings: IstiodSettings) -> FastAPI:
 
         writer = Writer(engine, index, history, on_commit=on_commit)
         repo = Repository(index, writer, Admission(registry, settings.service_cidr))
-        handler = ResourceHandler(registry, repo, history, metrics, settings.bookmark_interval)
-        comp = Components(
-            registry, build_authenticator(settings), repo, handler, OpenAPI(registry), metrics, relay, index
-        )
+        signer = NodeTokenSigner.load_or_create(settings.state_dir / "node-token-key.pem")
+        nodes = NodeService(repo, index, signer, timedelta(seconds=settings.node_token_ttl))
+        handler = ResourceHandler(registry, repo, history, metrics, nodes, settings.bookmark_interval)
+        auth = build_authenticator(settings)
+        auth.extra.append(nodes.authenticate)
+        comp = Components(registry, auth, repo, handler, OpenAPI(registry), metrics, relay, index, signer)
         app.state.components = comp
         tasks = [
             asyncio.create_task(writer.run(), name="writer"),
@@ -162,6 +168,11 @@ def _routes(app: FastAPI) -> None:
         if comp is None or not comp.ready:
             return PlainTextResponse("not ready", status_code=503)
         return PlainTextResponse("ok")
+
+    @app.get("/.well-known/jwks.json", include_in_schema=False)
+    async def jwks(request: Request) -> Response:
+        # Public keys of node tokens: the CA and xDS verify tokens with them (no token needed).
+        return json_response(_components(request).signer.jwks())
 
     @app.get("/version", include_in_schema=False)
     async def version() -> Response:

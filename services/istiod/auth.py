@@ -17,7 +17,7 @@ from pathlib import Path
 
 from . import errors
 
-ADMIN, READER = "admin", "reader"
+ADMIN, READER, NODE_ROLE = "admin", "reader", "node"
 READ_VERBS = frozenset({"get", "list", "watch"})
 
 
@@ -86,7 +86,7 @@ class Authenticator:
 
 
 def may(principal: Principal, verb: str) -> bool:
-    """Admins may do everything; readers only read."""
+    """Admins may do everything; readers and nodes read."""
     if principal.role == ADMIN:
         return True
-    return principal.role == READER and verb in READ_VERBS
+    return principal.role in (READER, NODE_ROLE) and verb in READ_VERBS

@@ -14,6 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from mesh.resources.core import NODE
 from mesh.resources.kind import ResourceKind
 from mesh.resources.registry import Registry
 from mesh.selectors import (
@@ -26,6 +27,7 @@ from mesh.selectors import (
 
 from .. import errors
 from ..auth import Principal, may
+from ..nodes import NodeService
 from ..repository import STRICT, Preconditions, Repository, WriteOptions
 from ..store.history import History
 from ..store.state import Stored
@@ -34,6 +36,8 @@ from .http import error_response, json_response, query_flag, read_body, read_opt
 from .watch import WatchRequest, WatchStream
 
 FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
+# Subresources beyond `status`, by kind: a Node's `token` (POST: rotate and return its token).
+EXTRA_SUBRESOURCES = {"nodes": ("token",)}
 DEFAULT_FIELDS = ("metadata.name", "metadata.namespace")
 
 
@@ -72,7 +76,7 @@ def parse_target(registry: Registry, group: str, version: str, parts: list[str])
     if not parts or len(parts) > 3:
         raise errors.path_not_found()
     kind = kind_for(parts[0])
-    if len(parts) == 3 and parts[2] != "status":
+    if len(parts) == 3 and parts[2] not in ("status", *EXTRA_SUBRESOURCES.get(kind.key, ())):
         raise errors.path_not_found()
     if kind.namespaced and len(parts) > 1:
         raise errors.path_not_found()  # a namespaced kind's objects live under /namespaces/{ns}/
@@ -132,8 +136,10 @@ class ResourceHandler:
         repo: Repository,
         history: History,
         metrics: Any,
+        nodes: NodeService,
         bookmark_interval: float = 30.0,
     ):
+        self.nodes = nodes
         self.registry = registry
         self.repo = repo
         self.history = history
@@ -171,6 +177,10 @@ class ResourceHandler:
 
     async def _dispatch(self, request: Request, target: Target, verb: str) -> Response:
         kind, ns, name = target.kind, target.scope_namespace, target.name
+        if target.subresource == "token":
+            if verb != "create":
+                raise errors.method_not_allowed()
+            return json_response(await self.nodes.rotate(name, await read_optional_body(request)), 201)
         if target.subresource == "status" and verb not in ("get", "update", "patch"):
             raise errors.method_not_allowed()
         if verb == "get":
@@ -182,7 +192,10 @@ class ResourceHandler:
             if target.namespace is None and kind.namespaced:
                 raise errors.method_not_allowed()
             opts = _write_options(request)
-            obj = await self.repo.create(kind, ns, await read_body(request), opts)
+            body = await read_body(request)
+            if kind is NODE:
+                return json_response(await self.nodes.create(body, opts), 201, warnings=opts.warnings)
+            obj = await self.repo.create(kind, ns, body, opts)
             return json_response(obj.json, 201, warnings=opts.warnings)
         if verb == "update":
             opts = _write_options(request)

@@ -113,7 +113,10 @@ def test_ensure_token_file_replaces_an_empty_file(tmp_path: Path) -> None:
         (READER, "patch", False),
         (READER, "delete", False),
         (READER, "deletecollection", False),
-        ("node", "get", False),  # an unknown role gets nothing
+        ("node", "get", True),  # node proxies read (their writes come with the node runtime)
+        ("node", "create", False),
+        ("node", "delete", False),
+        ("stranger", "get", False),  # an unknown role gets nothing
     ],
 )
 def test_may(role: str, verb: str, allowed: bool) -> None:

@@ -1,0 +1,1 @@
+"""Workload certificates: CSRs, the CA client (ztunnel and waypoint both use it)."""

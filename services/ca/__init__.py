@@ -1,0 +1,1 @@
+"""mesh-ca: the certificate authority that gives every workload its SPIFFE identity."""

@@ -1,0 +1,55 @@
+"""Authenticating node proxies by their node token (issued by istiod, verified here).
+
+Signature, issuer, audience (`mesh-ca`) and expiry are checked against istiod's JWKS; then the
+Node must exist and the token must be its current one. Nodes come from a watch-fed cache; a miss
+asks istiod, so a Node created or a token rotated a moment ago is judged on fresh data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mesh.tokens import AUD_CA, NodeClaims, NodeTokenVerifier, TokenError, check_current, current_token_id
+
+Json = dict[str, Any]
+JWKS_REFRESH_SECONDS = 30.0
+
+
+class NodeAuthenticator:
+    """Turns a bearer token into the name of the node it was issued to."""
+
+    def __init__(
+        self,
+        fetch_jwks: Callable[[], Awaitable[Json]],
+        cached_node: Callable[[str], Json | None],
+        fetch_node: Callable[[str], Awaitable[Json | None]],
+        audience: str = AUD_CA,
+    ):
+        self._fetch_jwks = fetch_jwks
+        self._cached_node = cached_node
+        self._fetch_node = fetch_node
+        self._audience = audience
+        self._verifier: NodeTokenVerifier | None = None
+        self._fetched_at = 0.0
+
+    async def refresh_keys(self) -> None:
+        self._verifier = NodeTokenVerifier(await self._fetch_jwks())
+        self._fetched_at = time.monotonic()
+
+    async def authenticate(self, token: str) -> NodeClaims:
+        """The verified claims, or TokenError with the reason."""
+        if not token:
+            raise TokenError("missing")
+        if self._verifier is None:
+            await self.refresh_keys()
+        assert self._verifier is not None
+        if not self._verifier.knows(token) and time.monotonic() - self._fetched_at > JWKS_REFRESH_SECONDS:
+            await self.refresh_keys()  # istiod may have a new signing key
+        claims = self._verifier.verify(token, self._audience)
+        node = self._cached_node(claims.node)
+        if node is None or current_token_id(node) != claims.token_id:
+            node = await self._fetch_node(claims.node)
+        check_current(claims, node)
+        return claims
