@@ -27,7 +27,6 @@ from .serving import serving_pair
 from .settings import CaSettings
 
 log = logging.getLogger("mesh-ca")
-KEYSTORE_RELOAD_SECONDS = 10.0
 
 
 def connection(settings: CaSettings) -> Connection:
@@ -140,7 +139,7 @@ class CaApp:
         assert self.keystore is not None
         last = self._bundle()
         while True:
-            await asyncio.sleep(KEYSTORE_RELOAD_SECONDS)
+            await asyncio.sleep(self.settings.keystore_reload)
             try:
                 self.keystore.reload()
             except Exception as e:  # a half-written file: keep the last good keys

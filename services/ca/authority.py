@@ -121,7 +121,14 @@ class SigningCA:
 
 
 def issue(ca: SigningCA, checked: CheckedCSR, ttl_seconds: int, now: datetime) -> list[str]:
-    """Sign a workload certificate for `checked` and return Istio's `cert_chain`.
+    """Sign a workload certificate for `checked` and return Istio's `cert_chain` (see sign_leaf)."""
+    return sign_leaf(ca, checked, ttl_seconds, now)[1]
+
+
+def sign_leaf(
+    ca: SigningCA, checked: CheckedCSR, ttl_seconds: int, now: datetime
+) -> tuple[x509.Certificate, list[str]]:
+    """Sign a workload certificate for `checked`: the leaf, and Istio's `cert_chain`.
 
     The result is one PEM certificate per element: the leaf, the signing certificate, then
     `ca.chain` (the root last; when the signing certificate is the root it appears once, last).
@@ -145,7 +152,7 @@ def issue(ca: SigningCA, checked: CheckedCSR, ttl_seconds: int, now: datetime) -
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(checked.public_key), critical=False)
         .sign(ca.key, _SHA256)
     )
-    return [cert_pem(leaf), *ca._tail]
+    return leaf, [cert_pem(leaf), *ca._tail]
 
 
 def make_root(

@@ -11,13 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from cryptography import x509
-
 from mesh.identity import Identity, IdentityError
 from mesh.tokens import TokenError
 
 from .audit import AuditLog
-from .authority import AuthorityError, issue
+from .authority import AuthorityError, sign_leaf
 from .csr_checks import CsrError, check_csr, clamp_validity
 from .keystore import KeyStore
 from .node_auth import NodeAuthenticator
@@ -106,7 +104,7 @@ class Issuer:
                 validity, default=self.limits.default_ttl, maximum=self.limits.max_ttl, minimum=self.limits.min_ttl
             )
             try:
-                chain = issue(self.keystore.signing(self.clock()), checked, ttl, self.clock())
+                leaf, chain = sign_leaf(self.keystore.signing(self.clock()), checked, ttl, self.clock())
             except AuthorityError as e:  # e.g. the signing certificate expired: an operator problem
                 raise CaError(INTERNAL, f"signing failed: {e}") from None
         except CaError as e:
@@ -116,9 +114,9 @@ class Issuer:
                 extra={"node": node, "identity": identity, "result": e.kind.label, "reason": e.reason},
             )
             raise
-        serial = format(x509.load_pem_x509_certificate(chain[0].encode()).serial_number, "x")
+        serial = format(leaf.serial_number, "x")
         self.audit.record(
             decision="issued", reason=decision.reason, node=node, identity=identity, ttl=ttl, serial=serial
         )
-        log.info("certificate issued", extra={"node": node, "identity": identity, "ttl": ttl, "serial": serial})
+        log.debug("certificate issued", extra={"node": node, "identity": identity, "ttl": ttl, "serial": serial})
         return chain

@@ -11,10 +11,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mesh.tokens import AUD_CA, NodeClaims, NodeTokenVerifier, TokenError, check_current, current_token_id
+from mesh.tokens import (
+    AUD_CA,
+    LEEWAY_SECONDS,
+    NodeClaims,
+    NodeTokenVerifier,
+    TokenError,
+    check_current,
+    current_token_id,
+)
 
 Json = dict[str, Any]
 JWKS_REFRESH_SECONDS = 30.0
+VERIFIED_CACHE_SIZE = 4096
 
 
 class NodeAuthenticator:
@@ -33,21 +42,33 @@ class NodeAuthenticator:
         self._audience = audience
         self._verifier: NodeTokenVerifier | None = None
         self._fetched_at = 0.0
+        # Signature checks are the costly part and their result never changes for a given token
+        # and key set; expiry and revocation are still checked on every call.
+        self._verified: dict[str, NodeClaims] = {}
 
     async def refresh_keys(self) -> None:
         self._verifier = NodeTokenVerifier(await self._fetch_jwks())
         self._fetched_at = time.monotonic()
+        self._verified.clear()
 
-    async def authenticate(self, token: str) -> NodeClaims:
-        """The verified claims, or TokenError with the reason."""
-        if not token:
-            raise TokenError("missing")
+    async def _verify(self, token: str) -> NodeClaims:
         if self._verifier is None:
             await self.refresh_keys()
         assert self._verifier is not None
         if not self._verifier.knows(token) and time.monotonic() - self._fetched_at > JWKS_REFRESH_SECONDS:
             await self.refresh_keys()  # istiod may have a new signing key
-        claims = self._verifier.verify(token, self._audience)
+        return self._verifier.verify(token, self._audience)
+
+    async def authenticate(self, token: str) -> NodeClaims:
+        """The verified claims, or TokenError with the reason."""
+        if not token:
+            raise TokenError("missing")
+        claims = self._verified.get(token)
+        if claims is None or claims.expires_at + LEEWAY_SECONDS < time.time():
+            claims = await self._verify(token)
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[token] = claims
         node = self._cached_node(claims.node)
         if node is None or current_token_id(node) != claims.token_id:
             node = await self._fetch_node(claims.node)

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 
 import grpc
-from google.protobuf.json_format import MessageToDict
 
 from mesh.proto_gen.ca.v1 import trust_pb2, trust_pb2_grpc
 from mesh.proto_gen.istio.v1.auth import ca_pb2, ca_pb2_grpc
@@ -36,9 +35,9 @@ class CertificateServicer(ca_pb2_grpc.IstioCertificateServiceServicer):
     ) -> ca_pb2.IstioCertificateResponse:
         started = time.perf_counter()
         impersonated = None
-        if request.HasField("metadata"):
-            value = MessageToDict(request.metadata).get(IMPERSONATED_IDENTITY)
-            impersonated = value if isinstance(value, str) else None
+        if request.HasField("metadata") and IMPERSONATED_IDENTITY in request.metadata.fields:
+            value = request.metadata.fields[IMPERSONATED_IDENTITY]
+            impersonated = value.string_value if value.WhichOneof("kind") == "string_value" else ""
         try:
             chain = await self.issuer.create_certificate(
                 bearer_token(context), request.csr, request.validity_duration, impersonated

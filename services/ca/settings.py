@@ -30,6 +30,7 @@ class CaSettings(CommonSettings):
     default_cert_ttl: int = Field(24 * 3600, ge=600, description="lifetime when a request asks for none (seconds)")
     max_cert_ttl: int = Field(24 * 3600, ge=600, description="longest lifetime issued (seconds)")
     min_cert_ttl: int = Field(600, ge=60, description="shortest lifetime issued (seconds)")
+    keystore_reload: float = Field(10.0, gt=0, description="seconds between checks for root rotations")
 
     @field_validator("listen")
     @classmethod
