@@ -55,6 +55,39 @@ def _cmd_changes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_node(args: argparse.Namespace) -> int:
+    from . import nodes
+
+    state = _state_dir(args.state_dir)
+    out = Path(args.token_file) if args.token_file else nodes.token_path(state, args.name)
+    try:
+        with _client(args) as client:
+            path = (nodes.create if args.node_command == "create" else nodes.rotate)(client, args.name, out)
+    except (nodes.NodeError, kubeconfig.KubeconfigError) as e:
+        print(f"meshctl: {e}", file=sys.stderr)
+        return 1
+    verb = "registered" if args.node_command == "create" else "has a new token"
+    print(f"node/{args.name} {verb}; its token is in {path} (mode 0600)")
+    return 0
+
+
+def _cmd_cert(args: argparse.Namespace) -> int:
+    from . import cert, nodes
+
+    state = _state_dir(args.state_dir)
+    token_file = Path(args.token_file) if args.token_file else nodes.token_path(state, args.node)
+    if not token_file.exists():
+        print(
+            f"meshctl: {token_file} not found (register the node with: meshctl node create {args.node})",
+            file=sys.stderr,
+        )
+        return 1
+    roots = None if args.plaintext else cert.roots_from(state)
+    report = cert.request(args.ca, roots, token_file.read_text().strip(), args.identity, args.ttl)
+    print(f"{args.node} asks for {args.identity}: {report}")
+    return 0 if report.startswith("issued") else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meshctl", description="Operate the mesh: kubeconfig, clusters, waypoints, diagnostics."
@@ -78,6 +111,24 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("-n", "--count", type=int, default=10, help="how many of the newest entries to show")
     ch.add_argument("-f", "--follow", action="store_true", help="keep printing new entries")
     ch.set_defaults(func=_cmd_changes)
+    node = sub.add_parser("node", help="register a node (create) or rotate its token (token)")
+    node.add_argument("node_command", choices=["create", "token"])
+    node.add_argument("name")
+    node.add_argument("--state-dir", help="istiod's state directory (env MESH_STATE_DIR)")
+    node.add_argument("--kubeconfig", help="use this kubeconfig instead of the state directory")
+    node.add_argument("--token-file", help="where to write the token (default {state-dir}/nodes/NAME.token)")
+    node.set_defaults(func=_cmd_node)
+    x = sub.add_parser("x", help="experimental and diagnostic commands")
+    xsub = x.add_subparsers(dest="x_command", required=True)
+    cert = xsub.add_parser("cert", help="ask the CA for a workload certificate as a node would")
+    cert.add_argument("--node", required=True, help="the node whose token to use")
+    cert.add_argument("--identity", required=True, help="spiffe://cluster.local/ns/NS/sa/SA")
+    cert.add_argument("--token-file", help="the node's token (default {state-dir}/nodes/NODE.token)")
+    cert.add_argument("--ca", default=os.environ.get("MESH_CA", "127.0.0.1:15012"), help="mesh-ca's address")
+    cert.add_argument("--state-dir", help="state directory holding root-cert.pem (env MESH_STATE_DIR)")
+    cert.add_argument("--ttl", type=int, default=3600)
+    cert.add_argument("--plaintext", action="store_true", help="the CA serves without TLS")
+    cert.set_defaults(func=_cmd_cert)
     return parser
 
 

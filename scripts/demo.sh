@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Bring the mesh up on this machine and show it working. `bash scripts/demo.sh down` stops it.
 #
-# Today this is the control plane's config store: istiod on SQLite (TLS, token auth), its change
-# stream in Redis, and Istio-style YAML applied with kubectl (or meshctl where kubectl is absent).
+# Today this is the control plane: istiod on SQLite (TLS, token auth) with its change stream in
+# Redis, and mesh-ca; Istio-style YAML applied with kubectl (or meshctl where kubectl is absent);
+# nodes registered with their tokens; and the CA's node rule: a node gets the SPIFFE identity of a
+# service account only while a pod of that account runs on it.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -10,18 +12,61 @@ cd "$ROOT"
 STATE="${MESH_STATE_DIR:-$ROOT/.mesh}"
 LISTEN="${MESH_LISTEN:-127.0.0.1:6443}"
 PIDFILE="$STATE/istiod.pid"
+CA_PIDFILE="$STATE/mesh-ca.pid"
+CA_LISTEN="${MESH_CA_LISTEN:-127.0.0.1:15012}"
 KUBECONFIG_FILE="$STATE/kubeconfig"
 
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+running() { alive "$PIDFILE"; }
+
+stop_pid() {  # stop_pid NAME PIDFILE
+  if alive "$2"; then
+    say "stopping $1 (pid $(cat "$2"))"
+    kill "$(cat "$2")"
+    for _ in $(seq 50); do alive "$2" || break; sleep 0.1; done
+  fi
+  rm -f "$2"
+}
 
 down() {
-  if running; then
-    say "stopping istiod (pid $(cat "$PIDFILE"))"
-    kill "$(cat "$PIDFILE")"
-    for _ in $(seq 50); do running || break; sleep 0.1; done
-  fi
-  rm -f "$PIDFILE"
+  stop_pid mesh-ca "$CA_PIDFILE"
+  stop_pid istiod "$PIDFILE"
   say "stopped; the state is kept in $STATE (delete it for a fresh start)"
+}
+
+start_ca() {
+  if alive "$CA_PIDFILE"; then
+    say "mesh-ca already running (pid $(cat "$CA_PIDFILE"))"; return
+  fi
+  port_open "${CA_LISTEN%:*}" "${CA_LISTEN##*:}" && die "something already listens on $CA_LISTEN (set MESH_CA_LISTEN)"
+  say "starting mesh-ca on $CA_LISTEN (gRPC over TLS; its root in $STATE/root-cert.pem)"
+  setsid "$VENV/bin/mesh-ca" --state-dir "$STATE" --listen "$CA_LISTEN" >>"$STATE/mesh-ca.log" 2>&1 < /dev/null &
+  echo $! > "$CA_PIDFILE"
+  for _ in $(seq 100); do
+    port_open "${CA_LISTEN%:*}" "${CA_LISTEN##*:}" && return
+    alive "$CA_PIDFILE" || die "mesh-ca exited; see $STATE/mesh-ca.log"
+    sleep 0.1
+  done
+}
+
+identities() {
+  say "registering two nodes; each gets a node token (kept in $STATE/nodes/, mode 0600)"
+  for n in node-1 node-2; do
+    [ -f "$STATE/nodes/$n.token" ] || "$VENV/bin/meshctl" node create "$n" --state-dir "$STATE"
+  done
+  if [ ${#KC[@]} -gt 0 ]; then
+    say "placing sleep on node-1 and web-api on node-2 (spec.nodeName)"
+    for p in sleep:node-1 web-api-v1:node-2 web-api-v2:node-2; do
+      "${KC[@]}" patch pod "${p%%:*}" --type=merge -p "{\"spec\":{\"nodeName\":\"${p##*:}\"}}" >/dev/null 2>&1 || true
+    done
+    "${KC[@]}" get pods -o wide
+  fi
+  say "the CA's node rule: a node gets an identity only for a service account with a pod on it"
+  local sleep_id=spiffe://cluster.local/ns/default/sa/sleep
+  "$VENV/bin/meshctl" x cert --state-dir "$STATE" --ca "$CA_LISTEN" --node node-1 --identity "$sleep_id" || true
+  "$VENV/bin/meshctl" x cert --state-dir "$STATE" --ca "$CA_LISTEN" --node node-2 --identity "$sleep_id" || true
+  say "the refusal's full reason is in the CA's audit log (clients only get a generic one):"
+  tail -n 1 "$STATE/ca-audit.log"
 }
 
 up() {
@@ -43,6 +88,7 @@ up() {
     done
   fi
   "$VENV/bin/meshctl" kubeconfig --state-dir "$STATE" >/dev/null
+  start_ca
   export KUBECONFIG="$KUBECONFIG_FILE"
 
   if command -v kubectl >/dev/null; then
@@ -68,17 +114,19 @@ up() {
     printf 'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: typo\nspec:\n  action: ALOW\n' \
       | "${KC[@]}" apply -f - || true
   fi
+  identities
   say "every change reached the Redis stream mesh:changes, in revision order (meshctl changes)"
   "$VENV/bin/meshctl" changes --count 5
   cat <<TXT
 
-The mesh's API is up and stays running:
+The control plane is up and stays running (istiod on https://$LISTEN, mesh-ca on $CA_LISTEN):
   export KUBECONFIG=$KUBECONFIG_FILE
   kubectl get pods -A                      # or: .venv/bin/meshctl apply -f FILE
   kubectl api-resources                    # every kind istiod serves
   .venv/bin/meshctl changes --follow      # the change stream, live
+  .venv/bin/meshctl x cert --state-dir $STATE --node node-2 --identity spiffe://cluster.local/ns/default/sa/web-api
   curl -s http://127.0.0.1:15014/metrics   # istiod's metrics
-  logs: $STATE/istiod.log
+  logs: $STATE/istiod.log, $STATE/mesh-ca.log, audit: $STATE/ca-audit.log
 Stop it with: bash scripts/demo.sh down
 TXT
 }

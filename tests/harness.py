@@ -301,8 +301,16 @@ class MeshCa:
 
     def start(self, timeout: float = 30) -> None:
         log = self.state_dir / "mesh-ca.log"
-        cmd = [str(VENV_BIN / "mesh-ca"), "--state-dir", str(self.state_dir), "--listen", self.address,
-               "--metrics-listen", f"127.0.0.1:{self.metrics_port}", *self.extra_args]
+        cmd = [
+            str(VENV_BIN / "mesh-ca"),
+            "--state-dir",
+            str(self.state_dir),
+            "--listen",
+            self.address,
+            "--metrics-listen",
+            f"127.0.0.1:{self.metrics_port}",
+            *self.extra_args,
+        ]
         self.proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
         wait_for(lambda: port_open("127.0.0.1", self.port), timeout, "mesh-ca to listen", proc=self.proc, log=log)
 
