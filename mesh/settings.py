@@ -13,9 +13,9 @@ import re
 import sys
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 S = TypeVar("S", bound=BaseSettings)
@@ -72,7 +72,7 @@ def parse_settings(cls: type[S], prog: str, description: str, argv: list[str] | 
         first = e.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
         value = given.get(field, first.get("input"))
-        print(f"{prog}: MESH_{field.upper()}={value} ({first['msg']})", file=sys.stderr)
+        print(f"{prog}: MESH_{field.upper()}={value} ({first['msg'].removeprefix('Value error, ')})", file=sys.stderr)
         raise SystemExit(2) from None
     except SettingsError as e:
         # A list variable that is not JSON fails while the environment is read, before validation.
@@ -83,6 +83,15 @@ def parse_settings(cls: type[S], prog: str, description: str, argv: list[str] | 
         raise SystemExit(2) from None
 
 
+def _check_listen(value: str) -> str:
+    host_port(value)
+    return value
+
+
+def _check_optional_listen(value: str) -> str:
+    return _check_listen(value) if value else value
+
+
 def host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
     """Split `HOST:PORT` (or `:PORT`, `[v6]:PORT`) and check the port."""
     host, sep, port = value.rpartition(":")
@@ -90,3 +99,9 @@ def host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
     host = host.strip("[]") or default_host
     return host, int(port)
+
+
+Listen = Annotated[str, AfterValidator(_check_listen)]
+"""A `HOST:PORT` to listen on."""
+OptionalListen = Annotated[str, AfterValidator(_check_optional_listen)]
+"""A `HOST:PORT`, or empty for "do not listen"."""

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from mesh.settings import CommonSettings, host_port
+from mesh.settings import CommonSettings, Listen, OptionalListen
 
 
 class CaSettings(CommonSettings):
     """Everything mesh-ca reads at start-up."""
 
-    listen: str = Field("127.0.0.1:15012", description="HOST:PORT of the gRPC service")
-    metrics_listen: str = Field("127.0.0.1:15016", description="HOST:PORT of plain-HTTP /metrics; empty to disable")
+    listen: Listen = Field("127.0.0.1:15012", description="HOST:PORT of the gRPC service")
+    metrics_listen: OptionalListen = Field(
+        "127.0.0.1:15016", description="HOST:PORT of plain-HTTP /metrics; empty to disable"
+    )
     istiod: str | None = Field(None, description="istiod's URL (default: from {state-dir}/istiod.json)")
     istiod_ca_file: Path | None = Field(
         None, description="CA bundle for istiod's certificate (default: from istiod.json)"
@@ -31,16 +33,3 @@ class CaSettings(CommonSettings):
     max_cert_ttl: int = Field(24 * 3600, ge=600, description="longest lifetime issued (seconds)")
     min_cert_ttl: int = Field(600, ge=60, description="shortest lifetime issued (seconds)")
     keystore_reload: float = Field(10.0, gt=0, description="seconds between checks for root rotations")
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        host_port(value)
-        return value
-
-    @field_validator("metrics_listen")
-    @classmethod
-    def _metrics(cls, value: str) -> str:
-        if value:
-            host_port(value)
-        return value

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
 
-from mesh.settings import CommonSettings, host_port
+from mesh.settings import CommonSettings, Listen, OptionalListen
 
 
 class IstiodSettings(CommonSettings):
     """Everything istiod reads at start-up."""
 
-    listen: str = Field("127.0.0.1:6443", description="HOST:PORT of the API")
-    metrics_listen: str = Field(
+    listen: Listen = Field("127.0.0.1:6443", description="HOST:PORT of the API")
+    metrics_listen: OptionalListen = Field(
         "127.0.0.1:15014", description="HOST:PORT of the plain-HTTP /metrics endpoint; empty to disable"
     )
     database_url: str | None = Field(
@@ -35,19 +35,6 @@ class IstiodSettings(CommonSettings):
     node_token_ttl: int = Field(365 * 24 * 3600, ge=600, description="lifetime in seconds of node tokens")
     watch_history: int = Field(50_000, ge=100, description="revisions kept for resuming watches")
     bookmark_interval: float = Field(30.0, gt=0, description="seconds between watch bookmarks")
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str) -> str:
-        host_port(value)
-        return value
-
-    @field_validator("metrics_listen")
-    @classmethod
-    def _metrics_listen(cls, value: str) -> str:
-        if value:
-            host_port(value)
-        return value
 
     @field_validator("service_cidr")
     @classmethod
