@@ -36,9 +36,11 @@ bootstrap_python() {
     python3 -m venv "$VENV"
   fi
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    say "installing the project and its dependencies into .venv"
-    "$PY" -m pip install -q --upgrade pip >/dev/null
-    "$PY" -m pip install -q -e "$ROOT[test]"
+    say "installing the project and its dependencies into .venv (log: .venv/pip.log)"
+    if ! { "$PY" -m pip install -q --upgrade pip && "$PY" -m pip install -q -e "$ROOT[test]"; } >"$VENV/pip.log" 2>&1; then
+      tail -20 "$VENV/pip.log" >&2
+      die "pip install failed; see $VENV/pip.log"
+    fi
     echo "$want" > "$stamp"
   fi
 }
