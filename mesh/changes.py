@@ -1,6 +1,7 @@
 """The change stream `mesh:changes`: publishing revisions and consuming them in order.
 
-Each entry's Redis ID is `{revision}-0`. Redis refuses an ID that is not greater than the
+Each entry's Redis ID is `{revision}-0` and it carries the object as of that revision, so a
+consumer can apply changes without asking istiod for each object. Redis refuses an ID that is not greater than the
 stream's last one, which gives the producer exactly-once publication for free (a retry after a
 crash cannot duplicate an entry) and guarantees consumers see revisions in order. Consumers
 resume from the last revision they applied; when the next entry is not exactly the following
@@ -13,11 +14,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 STREAM = "mesh:changes"
-DEFAULT_MAXLEN = 100_000
+DEFAULT_MAXLEN = 50_000  # entries carry whole objects; a consumer further behind relists
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +32,9 @@ class ChangeEvent:
     name: str
     op: str  # ADDED, MODIFIED, DELETED
     uid: str = ""
+    object: bytes = b""  # the object as JSON at this revision (for DELETED: its last state)
 
-    def fields(self) -> dict[str, str]:
+    def fields(self) -> dict[str, str | bytes]:
         return {
             "revision": str(self.revision),
             "kind": self.kind,
@@ -39,13 +42,32 @@ class ChangeEvent:
             "name": self.name,
             "op": self.op,
             "uid": self.uid,
+            "object": self.object,
         }
 
     @classmethod
     def from_fields(cls, fields: dict) -> ChangeEvent:
-        get = lambda k: fields.get(k) or fields.get(k.encode()) or b""  # noqa: E731
-        text = lambda k: get(k).decode() if isinstance(get(k), bytes) else str(get(k))  # noqa: E731
-        return cls(int(text("revision")), text("kind"), text("namespace"), text("name"), text("op"), text("uid"))
+        def raw(key: str) -> bytes | str:
+            return fields.get(key) or fields.get(key.encode()) or b""
+
+        def text(key: str) -> str:
+            value = raw(key)
+            return value.decode() if isinstance(value, bytes) else str(value)
+
+        obj = raw("object")
+        return cls(
+            int(text("revision")),
+            text("kind"),
+            text("namespace"),
+            text("name"),
+            text("op"),
+            text("uid"),
+            obj if isinstance(obj, bytes) else obj.encode(),
+        )
+
+    def decoded(self) -> dict:
+        """The object carried by the event (empty when the producer did not include it)."""
+        return orjson.loads(self.object) if self.object else {}
 
 
 def entry_id(revision: int) -> str:

@@ -129,3 +129,27 @@ def test_consumer_resumes_and_detects_gaps(redis_server: harness.RedisServer, tm
         with pytest.raises(GapError) as gap:
             asyncio.run(consume(final - 4))
         assert gap.value.expected == final - 3
+
+
+def test_entries_carry_the_object_as_of_their_revision(redis_server: harness.RedisServer, tmp_path: Path) -> None:
+    with harness.running_istiod(tmp_path, "sqlite", redis_server.url) as istiod, istiod.client() as client:
+        created = client.post(PODS, json=pod("carried")).json()
+        labelled = client.patch(
+            f"{PODS}/carried",
+            json={"metadata": {"labels": {"v": "2"}}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).json()
+        deleted = client.delete(f"{PODS}/carried").json()
+        final = int(deleted["metadata"]["resourceVersion"])
+        wait_for_revision(redis_server.url, istiod.stream, final)
+
+        async def read() -> list:
+            r = redis.asyncio.Redis.from_url(redis_server.url)
+            try:
+                return await Consumer(r, final - 3, stream=istiod.stream, block_ms=200).read()
+            finally:
+                await r.aclose()
+
+        events = asyncio.run(read())
+        assert [e.op for e in events] == ["ADDED", "MODIFIED", "DELETED"]
+        assert [e.decoded() for e in events] == [created, labelled, deleted]

@@ -51,7 +51,8 @@ class Relay:
     def notify(self, changes: list[Change]) -> None:
         """Called by the writer after each commit: hand over the new changes without a DB read."""
         self._pending.extend(
-            ChangeEvent(c.revision, c.obj.kind, c.obj.namespace, c.obj.name, c.op, c.obj.uid) for c in changes
+            ChangeEvent(c.revision, c.obj.kind, c.obj.namespace, c.obj.name, c.op, c.obj.uid, c.obj.json)
+            for c in changes
         )
         if len(self._pending) > self._max_pending:
             self._pending.clear()  # Redis is away for long; the outbox has it all
@@ -87,7 +88,10 @@ class Relay:
             if events is None:
                 rows = await asyncio.to_thread(sql.outbox_after, self._engine, self.published, self._batch)
                 events = [
-                    ChangeEvent(r["revision"], r["kind"], r["namespace"], r["name"], r["op"], r["uid"]) for r in rows
+                    ChangeEvent(
+                        r["revision"], r["kind"], r["namespace"], r["name"], r["op"], r["uid"], r["data"].encode()
+                    )
+                    for r in rows
                 ]
             if not events:
                 self._wake.clear()

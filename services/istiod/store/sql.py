@@ -151,7 +151,15 @@ def outbox_after(engine: Engine, revision: int, limit: int) -> list[dict]:
     """Outbox rows after `revision`, oldest first (what the relay has yet to publish)."""
     with engine.connect() as conn:
         rows = conn.execute(
-            select(outbox.c.revision, outbox.c.kind, outbox.c.namespace, outbox.c.name, outbox.c.uid, outbox.c.op)
+            select(
+                outbox.c.revision,
+                outbox.c.kind,
+                outbox.c.namespace,
+                outbox.c.name,
+                outbox.c.uid,
+                outbox.c.op,
+                outbox.c.data,
+            )
             .where(outbox.c.revision > revision)
             .order_by(outbox.c.revision)
             .limit(limit)
