@@ -14,16 +14,16 @@ import httpx
 from prometheus_client import start_http_server
 
 from mesh.kubeclient import NODES, PODS, ApiStatusError, Connection, Informer, KubeClient
+from mesh.node_auth import NodeAuthenticator
 from mesh.settings import host_port
 
 from .audit import AuditLog
 from .issuing import Issuer, Limits
 from .keystore import KeyStore
 from .metrics import CaMetrics
-from .node_auth import NodeAuthenticator
 from .node_authorizer import NodeAuthorizer, PlacementIndex
 from .server import CertificateServicer, TrustBundleServicer, add_services
-from .serving import serving_pair
+from .serving import serving_pair, write_pair
 from .settings import CaSettings
 
 log = logging.getLogger("mesh-ca")
@@ -78,6 +78,9 @@ class CaApp:
             return False
         self._serving = serving_pair(signing, self.settings.trust_domain, self.settings.tls_san, self.now())
         self._serving_for = fingerprint
+        xds = serving_pair(signing, self.settings.trust_domain, self.settings.xds_san, self.now(), service="mesh-xds")
+        state = self.settings.state_dir
+        write_pair(xds, state / "xds-cert.pem", state / "xds-key.pem")
         return True
 
     async def run(self) -> None:
@@ -85,6 +88,7 @@ class CaApp:
         state = settings.ensure_state_dir()
         self.keystore = KeyStore.open(state, settings.trust_domain, cacerts_dir=settings.cacerts)
         self.keystore.write_bundle(state / "root-cert.pem")
+        self._refresh_serving()  # also writes mesh-xds's serving pair
         conn = connection(settings)
         async with KubeClient(conn) as client:
             pods, nodes = Informer(client, PODS), Informer(client, NODES)
@@ -145,6 +149,7 @@ class CaApp:
             except Exception as e:  # a half-written file: keep the last good keys
                 log.warning("keystore reload failed: %s", e)
                 continue
+            self._refresh_serving()  # a root that started signing: new serving certificates
             bundle = self._bundle()
             if bundle != last:
                 self.keystore.write_bundle(state / "root-cert.pem")

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mesh.identity import Identity, IdentityError
+from mesh.node_auth import NodeAuthenticator
 from mesh.tokens import TokenError
 
 from .audit import AuditLog
 from .authority import AuthorityError, sign_leaf
 from .csr_checks import CsrError, check_csr, clamp_validity
 from .keystore import KeyStore
-from .node_auth import NodeAuthenticator
 from .node_authorizer import NodeAuthorizer
 
 log = logging.getLogger("mesh-ca")

@@ -1,4 +1,6 @@
-"""The certificate mesh-ca serves gRPC with, issued by its own signing CA.
+"""Serving certificates of the control plane, issued by the mesh's signing CA: mesh-ca's own, and
+mesh-xds's (written to `{state}/xds-cert.pem` and `xds-key.pem` for the mesh-xds sharing the
+state directory, so proxies verify both against the one trust bundle).
 
 It names the CA by DNS and IP (localhost, this host, `--tls-san`) and by SPIFFE id
 (`spiffe://{td}/ns/istio-system/sa/mesh-ca`). It is reissued when the signing CA changes (root
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import socket
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -21,13 +25,15 @@ from .authority import SigningCA
 SERVING_TTL = dt.timedelta(days=30)
 
 
-def serving_pair(ca: SigningCA, trust_domain: str, extra_names: list[str], now: dt.datetime) -> tuple[bytes, bytes]:
-    """(private key PEM, certificate chain PEM: serving cert, signing cert if not the root, chain)."""
+def serving_pair(
+    ca: SigningCA, trust_domain: str, extra_names: list[str], now: dt.datetime, service: str = "mesh-ca"
+) -> tuple[bytes, bytes]:
+    """(private key PEM, certificate chain PEM: serving cert, signing cert if not the root, chain)
+    for a control-plane service named `service` (also its service account in istio-system)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [
-        x509.UniformResourceIdentifier(f"spiffe://{trust_domain}/ns/istio-system/sa/mesh-ca")
-    ]
-    for name in dict.fromkeys(["localhost", "127.0.0.1", "::1", socket.gethostname(), "mesh-ca", *extra_names]):
+    uri = f"spiffe://{trust_domain}/ns/istio-system/sa/{service}"
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(uri)]
+    for name in dict.fromkeys(["localhost", "127.0.0.1", "::1", socket.gethostname(), service, *extra_names]):
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
@@ -57,3 +63,14 @@ def serving_pair(ca: SigningCA, trust_domain: str, extra_names: list[str], now: 
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return key_pem, pem
+
+
+def write_pair(pair: tuple[bytes, bytes], cert_path: Path, key_path: Path) -> None:
+    """Write a serving pair for a neighbour service (the key with mode 0600, both atomically)."""
+    key_pem, chain_pem = pair
+    for path, data, mode in ((key_path, key_pem, 0o600), (cert_path, chain_pem, 0o644)):
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        tmp.replace(path)

@@ -29,6 +29,9 @@ class CaSettings(CommonSettings):
     )
     plaintext: bool = Field(False, description="serve gRPC without TLS (local debugging only)")
     tls_san: list[str] = Field(default_factory=list, description="extra names or IPs for the serving certificate")
+    xds_san: list[str] = Field(
+        default_factory=list, description="extra names or IPs for mesh-xds's serving certificate"
+    )
     default_cert_ttl: int = Field(24 * 3600, ge=600, description="lifetime when a request asks for none (seconds)")
     max_cert_ttl: int = Field(24 * 3600, ge=600, description="longest lifetime issued (seconds)")
     min_cert_ttl: int = Field(600, ge=60, description="shortest lifetime issued (seconds)")

@@ -1,4 +1,4 @@
-"""Authenticating node proxies by their node token (issued by istiod, verified here).
+"""Authenticating node proxies by their node token (issued by istiod; verified by the CA and xDS).
 
 Signature, issuer, audience (`mesh-ca`) and expiry are checked against istiod's JWKS; then the
 Node must exist and the token must be its current one. Nodes come from a watch-fed cache; a miss
