@@ -138,7 +138,12 @@ class Publisher:
 
 
 class Consumer:
-    """Reads the stream in revision order from a starting revision, detecting gaps."""
+    """Reads the stream in revision order from a starting revision, detecting gaps.
+
+    With a `group`, reads go through a Redis consumer group (XREADGROUP + XACK) whose position is
+    set to the starting revision by `start()`; Redis then knows how far each consumer of the
+    change stream has got (`XINFO GROUPS`), which is what operators look at.
+    """
 
     def __init__(
         self,
@@ -148,6 +153,8 @@ class Consumer:
         block_ms: int = 1000,
         count: int = 500,
         epoch: str | None = None,
+        group: str | None = None,
+        consumer: str = "consumer-1",
     ):
         self.redis = redis
         self.stream = stream
@@ -155,6 +162,26 @@ class Consumer:
         self.block_ms = block_ms
         self.count = count
         self.epoch = epoch  # the store uid the revisions belong to; learnt on first read if None
+        self.group = group
+        self.consumer = consumer
+
+    async def start(self) -> None:
+        """Place the consumer group at the starting revision (creating group and stream if needed)."""
+        if self.group is None:
+            return
+        try:
+            await self.redis.xgroup_create(self.stream, self.group, id=entry_id(self.revision), mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+            await self.redis.xgroup_setid(self.stream, self.group, id=entry_id(self.revision))
+
+    async def _fetch(self) -> list:
+        if self.group is None:
+            return await self.redis.xread({self.stream: entry_id(self.revision)}, count=self.count, block=self.block_ms)
+        return await self.redis.xreadgroup(
+            self.group, self.consumer, {self.stream: ">"}, count=self.count, block=self.block_ms
+        )
 
     async def read(self) -> list[ChangeEvent]:
         """The next events (possibly none after `block_ms`). Raises GapError on a gap."""
@@ -164,9 +191,11 @@ class Consumer:
             self.epoch = epoch_text
         elif epoch_text is not None and epoch_text != self.epoch:
             raise GapError(self.revision + 1, 0)  # another store's history: resync
-        reply = await self.redis.xread({self.stream: entry_id(self.revision)}, count=self.count, block=self.block_ms)
+        reply = await self._fetch()
         events: list[ChangeEvent] = []
         for _stream, entries in reply or []:
+            if self.group is not None and entries:
+                await self.redis.xack(self.stream, self.group, *[entry for entry, _ in entries])
             for entry, fields in entries:
                 event = ChangeEvent.from_fields(fields)
                 if revision_of(entry) != event.revision:

@@ -119,6 +119,12 @@ class KubeClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def get_path(self, path: str) -> Json:
+        """GET any API path (e.g. `/.well-known/jwks.json`) as JSON."""
+        response = await self._http.get(path)
+        _raise_for_status(response)
+        return response.json()
+
     async def get(self, res: Resource, name: str, namespace: str | None = None) -> Json:
         response = await self._http.get(res.path(namespace, name))
         _raise_for_status(response)

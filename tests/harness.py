@@ -341,3 +341,74 @@ def create_node(istiod: Istiod, name: str) -> str:
         response = client.post("/api/v1/nodes", json={"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})
         assert response.status_code == 201, response.text
         return response.json()["metadata"]["annotations"]["mesh.istio.io/node-token"]
+
+
+# --- mesh-xds -----------------------------------------------------------------------------------
+
+
+@dataclass
+class MeshXds:
+    """A running mesh-xds sharing istiod's (and mesh-ca's) state directory."""
+
+    istiod: Istiod
+    port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def start(self, timeout: float = 30) -> None:
+        state = self.istiod.state_dir
+        log = state / "mesh-xds.log"
+        cmd = [
+            str(VENV_BIN / "mesh-xds"),
+            "--state-dir",
+            str(state),
+            "--listen",
+            self.address,
+            "--admin-listen",
+            f"127.0.0.1:{self.admin_port}",
+            "--change-stream",
+            self.istiod.stream,
+            "--redis-url",
+            self.istiod.redis_url,
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+        def ready() -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{self.admin}/readyz", timeout=1).status_code == 200
+            return False
+
+        wait_for(ready, timeout, "mesh-xds to be ready", proc=self.proc, log=log)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def syncz(self) -> list[dict]:
+        return httpx.get(f"{self.admin}/debug/syncz", timeout=5).json()
+
+
+@contextlib.contextmanager
+def running_xds(istiod: Istiod, extra_args: list[str] | None = None) -> Iterator[MeshXds]:
+    xds = MeshXds(istiod, extra_args=extra_args or [])
+    xds.start()
+    try:
+        yield xds
+    finally:
+        xds.stop()

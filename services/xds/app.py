@@ -1,0 +1,259 @@
+"""mesh-xds's wiring: source → debounce → translation → tables → streams, plus the admin port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import uvicorn
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from mesh.kubeclient import NODES, ApiStatusError, Connection, KubeClient
+from mesh.node_auth import NodeAuthenticator
+from mesh.settings import host_port
+from mesh.tokens import AUD_XDS
+
+from .debounce import Debounce
+from .generators.index import Translator
+from .generators.resources import address_keys, to_any
+from .hub import Hub
+from .model import WATCHED, Change, ConfigStore
+from .protocol import Resource, Table
+from .server import AdsServicer
+from .settings import XdsSettings
+from .source import Source
+from .status import sync_status
+from .types import ADDRESS
+
+log = logging.getLogger("mesh-xds")
+
+
+class XdsMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.pushes = Counter("xds_pushes_total", "Translation batches pushed.", registry=self.registry)
+        self.changes = Counter("xds_changes_total", "Configuration changes consumed.", registry=self.registry)
+        self.translate = Histogram("xds_translate_seconds", "Time to translate a batch.", registry=self.registry)
+        self.resources = Gauge("xds_resources", "Resources served, by type.", ["type"], registry=self.registry)
+        self.streams = Gauge("xds_streams", "Open streams.", registry=self.registry)
+        self.nacks = Counter("xds_nacks_total", "NACKs received, by type.", ["type"], registry=self.registry)
+
+
+def version_of(body: bytes) -> str:
+    """A resource's version is a digest of its content: stable across restarts for the same
+    content (so initial_resource_versions spare a reconnecting client any resend), and never the
+    same for different content."""
+    return hashlib.sha256(body).hexdigest()[:16]
+
+
+def next_table(table: Table | None, updated: dict, removed: set[str], with_keys: bool) -> Table:
+    """The new immutable table of a type after a delta."""
+    old = table or Table()
+    resources, keys = dict(old.resources), dict(old.keys)
+    for name in removed | set(updated):
+        previous = resources.pop(name, None)
+        for key in previous.keys if previous else ():
+            if keys.get(key) == name:
+                del keys[key]
+    for name, message in updated.items():
+        body = to_any(message)
+        aliases = tuple(address_keys(message)) if with_keys else ()
+        resources[name] = Resource(name, version_of(body.SerializeToString()), body, aliases)
+        for key in aliases:
+            keys[key] = name
+    return Table(old.version + 1, resources, keys)
+
+
+class Pipeline:
+    """Collects changes, debounces, translates, and publishes new tables to the hub."""
+
+    def __init__(self, store: ConfigStore, hub: Hub, metrics: XdsMetrics, debounce: Debounce):
+        self.store = store
+        self.hub = hub
+        self.metrics = metrics
+        self.debounce = debounce
+        self.translator = Translator()
+        self.pending: list[Change] = []
+        self.rebuilt = False
+        self._arrived = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def on_changes(self, changes: list[Change]) -> None:
+        self.pending.extend(changes)
+        self.debounce.add(time.monotonic(), len(changes))
+        self.metrics.changes.inc(len(changes))
+        self._arrived.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._arrived.wait()
+            while not self.debounce.due(time.monotonic()):
+                self._arrived.clear()
+                wait = max(0.0, (self.debounce.deadline() or 0) - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), wait)
+            self._arrived.clear()
+            self.debounce.take()
+            self.flush()
+
+    def flush(self) -> None:
+        changes, self.pending = self.pending, []
+        started = time.perf_counter()
+        if not self.rebuilt:
+            deltas = self.translator.rebuild(self.store)  # the first batch: everything listed
+            self.rebuilt = True
+        else:
+            deltas = self.translator.update(self.store, changes)
+        for type_url, delta in deltas.by_type_url().items():
+            if delta.empty and type_url in self.hub.tables:
+                continue
+            table = next_table(
+                self.hub.tables.get(type_url), dict(delta.updated), set(delta.removed), with_keys=type_url == ADDRESS
+            )
+            self.hub.publish(type_url, table, set(delta.updated) | set(delta.removed))
+            self.metrics.resources.labels(type_url.rsplit(".", 1)[-1]).set(len(table.resources))
+        self.metrics.translate.observe(time.perf_counter() - started)
+        self.metrics.pushes.inc()
+        self.ready.set()
+
+
+def connection(settings: XdsSettings) -> Connection:
+    state = settings.state_dir
+    token_file = Path(settings.token_file or state / "reader-token")
+    if settings.istiod:
+        ca = str(settings.istiod_ca_file) if settings.istiod_ca_file else None
+        return Connection(settings.istiod, token_file.read_text().strip(), ca)
+    conn = Connection.from_state_dir(state, token_file)
+    return Connection(conn.url, conn.token, str(settings.istiod_ca_file)) if settings.istiod_ca_file else conn
+
+
+def admin_app(hub: Hub, metrics: XdsMetrics, pipeline: Pipeline) -> Starlette:
+    async def syncz(_request: Request) -> Response:
+        return JSONResponse(sync_status(hub))
+
+    async def prometheus(_request: Request) -> Response:
+        metrics.streams.set(len(hub.connections))
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def readyz(_request: Request) -> Response:
+        ok = pipeline.ready.is_set()
+        return PlainTextResponse("ok" if ok else "not ready", status_code=200 if ok else 503)
+
+    async def healthz(_request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return Starlette(
+        routes=[
+            Route("/debug/syncz", syncz),
+            Route("/metrics", prometheus),
+            Route("/readyz", readyz),
+            Route("/healthz", healthz),
+        ]
+    )
+
+
+async def run(settings: XdsSettings) -> None:
+    state = settings.ensure_state_dir()
+    conn = connection(settings)
+    store, hub, metrics = ConfigStore(), Hub(), XdsMetrics()
+    hub.on_nack = lambda c, type_url, error: metrics.nacks.labels(type_url.rsplit(".", 1)[-1]).inc()
+    pipeline = Pipeline(store, hub, metrics, Debounce(settings.debounce_quiet, settings.debounce_max))
+    async with KubeClient(conn) as kube:
+        source = Source(
+            kube,
+            settings.redis_url,
+            store,
+            pipeline.on_changes,
+            stream=settings.change_stream,
+            group=settings.consumer_group,
+        )
+        nodes = NodeAuthenticator(lambda: _jwks(kube), lambda _n: None, lambda name: _node(kube, name), AUD_XDS)
+        tasks = [asyncio.create_task(source.run(), name="source"), asyncio.create_task(pipeline.run(), name="push")]
+        await asyncio.wait_for(source.synced.wait(), 60)
+        pipeline.flush()  # serve the listed state before accepting streams
+        server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 10_000)])
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsServicer(hub, nodes), server)
+        host, port = host_port(settings.listen)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if settings.plaintext:
+            log.warning("serving gRPC without TLS (--plaintext): for local debugging only")
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, _credentials(settings, state))
+        await server.start()
+        admin = None
+        if settings.admin_listen:
+            ahost, aport = host_port(settings.admin_listen)
+            config = uvicorn.Config(
+                admin_app(hub, metrics, pipeline),
+                host=ahost,
+                port=aport,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+            admin = uvicorn.Server(config)
+            admin.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            tasks.append(asyncio.create_task(admin.serve(), name="admin"))
+        log.info("mesh-xds serving", extra={"listen": settings.listen, "objects": sum(1 for _ in _objects(store))})
+        await _until_stopped()
+        log.info("mesh-xds stopping")
+        if admin is not None:
+            admin.should_exit = True
+        await server.stop(grace=3)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _objects(store: ConfigStore) -> Iterator[dict]:
+    for kind in WATCHED:
+        yield from store.list(kind)
+
+
+def _credentials(settings: XdsSettings, state: Path) -> grpc.ServerCredentials:
+    cert = Path(settings.cert_file or state / "xds-cert.pem")
+    key = Path(settings.key_file or state / "xds-key.pem")
+    roots = Path(settings.roots_file or state / "root-cert.pem")
+    for path in (cert, key, roots):
+        if not path.exists():
+            raise FileNotFoundError(path)
+    # Client certificates are optional (ztunnels use node tokens) but, when presented, must chain
+    # to the mesh's roots: gRPC then exposes the verified certificate to the servicer.
+    return grpc.ssl_server_credentials(
+        [(key.read_bytes(), cert.read_bytes())], root_certificates=roots.read_bytes(), require_client_auth=False
+    )
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _node(kube: KubeClient, name: str) -> dict | None:
+    try:
+        return await kube.get(NODES, name)
+    except ApiStatusError as e:
+        if e.code == 404:
+            return None
+        raise
+
+
+async def _jwks(kube: KubeClient) -> dict:
+    return await kube.get_path("/.well-known/jwks.json")

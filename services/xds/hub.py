@@ -1,0 +1,169 @@
+"""The push side: the current table of each type, the connected streams, and their pumps.
+
+`publish()` installs a new table for a type and tells every subscribed stream which names
+changed. Each stream has one pump task: when woken, it computes, per type, what that client
+lacks (protocol.Subscription) and queues one response; a type with an unacknowledged response
+waits, so changes merge (a slow client gets one merged push, not a backlog).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from envoy.service.discovery.v3 import discovery_pb2
+
+from .peers import Peer
+from .protocol import Request, Response, Subscription, Table, is_empty
+from .types import SHORT
+
+log = logging.getLogger("mesh-xds.push")
+
+FULL_RECOMPUTE_AFTER = 5000  # more changed names than this: recompute the client's whole view
+Visibility = Callable[[Peer, str], Callable[[str], bool]]  # (peer, type) -> name -> visible?
+
+
+def everything(_peer: Peer, _type_url: str) -> Callable[[str], bool]:
+    return lambda _name: True
+
+
+@dataclass
+class Connection:
+    """One stream."""
+
+    id: str
+    peer: Peer
+    node_id: str = ""
+    connected_at: float = field(default_factory=time.time)
+    subs: dict[str, Subscription] = field(default_factory=dict)
+    changed: dict[str, set[str] | None] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    out: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=1))
+    bytes_sent: int = 0
+    responses: int = 0
+    _nonces: Any = field(default_factory=lambda: itertools.count(1))
+
+    def next_nonce(self) -> str:
+        return f"{self.id}-{next(self._nonces)}"
+
+    def note_changes(self, type_url: str, names: set[str] | None) -> None:
+        if type_url not in self.subs:
+            return
+        held = self.changed.get(type_url, set())
+        if names is None or held is None or len(held) + len(names) > FULL_RECOMPUTE_AFTER:
+            self.changed[type_url] = None
+        else:
+            self.changed[type_url] = held | names
+        self.subs[type_url].dirty = True
+        self.wake.set()
+
+
+class Hub:
+    """Tables and streams; one instance per mesh-xds."""
+
+    def __init__(self, visibility: Visibility = everything):
+        self.tables: dict[str, Table] = {}
+        self.connections: dict[str, Connection] = {}
+        self.visibility = visibility
+        self._ids = itertools.count(1)
+        self.on_nack: Callable[[Connection, str, str], None] | None = None
+
+    def new_connection(self, peer: Peer) -> Connection:
+        conn = Connection(id=f"{peer.node or 'wl'}-{next(self._ids)}", peer=peer)
+        self.connections[conn.id] = conn
+        return conn
+
+    def drop(self, conn: Connection) -> None:
+        self.connections.pop(conn.id, None)
+
+    def publish(self, type_url: str, table: Table, changed: set[str] | None) -> None:
+        """Install `table` and wake the streams that subscribe to the type."""
+        self.tables[type_url] = table
+        if changed is not None and not changed:
+            return
+        for conn in self.connections.values():
+            conn.note_changes(type_url, changed)
+
+    def resubscribe_all(self, type_url: str) -> None:
+        """Visibility changed for everyone (e.g. pods moved between nodes): recompute fully."""
+        for conn in self.connections.values():
+            conn.note_changes(type_url, None)
+
+    def on_request(self, conn: Connection, type_url: str, request: Request) -> None:
+        first = type_url not in conn.subs
+        sub = conn.subs.setdefault(type_url, Subscription())
+        outcome = sub.on_request(request, first)
+        if outcome == "nack":
+            log.warning(
+                "NACK",
+                extra={
+                    "stream": conn.id,
+                    "peer": conn.peer.describe(),
+                    "type": SHORT.get(type_url),
+                    "error": request.error,
+                },
+            )
+            if self.on_nack is not None:
+                self.on_nack(conn, type_url, request.error or "")
+        if first:
+            conn.changed[type_url] = None
+        if sub.ready():
+            conn.wake.set()
+
+    async def pump(self, conn: Connection) -> None:
+        """Send what each subscribed type lacks, one unacknowledged response per type at a time."""
+        while True:
+            await conn.wake.wait()
+            conn.wake.clear()
+            for type_url, sub in list(conn.subs.items()):
+                if not sub.ready():
+                    continue
+                table = self.tables.get(type_url)
+                if table is None:
+                    continue  # not generated yet: answered once the first table is published
+                changed = None if sub.must_answer else conn.changed.get(type_url)
+                conn.changed.pop(type_url, None)
+                response = sub.compute(table, self.visibility(conn.peer, type_url), changed)
+                if is_empty(response) and not sub.must_answer:
+                    sub.settle()
+                    continue
+                nonce = conn.next_nonce()
+                sub.sent(response, nonce, table.version)
+                message = to_message(type_url, table.version, nonce, response)
+                conn.bytes_sent += message.ByteSize()
+                conn.responses += 1
+                await conn.out.put(message)
+
+
+def to_message(type_url: str, version: int, nonce: str, response: Response) -> discovery_pb2.DeltaDiscoveryResponse:
+    resources = [
+        discovery_pb2.Resource(
+            name=r.name, version=r.version, resource=r.body, aliases=response.aliases.get(r.name, ())
+        )
+        for r in response.resources
+    ]
+    return discovery_pb2.DeltaDiscoveryResponse(
+        system_version_info=str(version),
+        type_url=type_url,
+        nonce=nonce,
+        resources=resources,
+        removed_resources=list(response.removed),
+    )
+
+
+def from_message(request: discovery_pb2.DeltaDiscoveryRequest) -> Request:
+    error = request.error_detail.message if request.HasField("error_detail") else None
+    if error is not None and not error:
+        error = f"code {request.error_detail.code}"
+    return Request(
+        subscribe=tuple(request.resource_names_subscribe),
+        unsubscribe=tuple(request.resource_names_unsubscribe),
+        initial_versions=dict(request.initial_resource_versions),
+        nonce=request.response_nonce,
+        error=error,
+    )

@@ -1,0 +1,63 @@
+"""The gRPC surface: Envoy's AggregatedDiscoveryService, delta (ztunnel) and state of the world.
+
+Thin (STYLE): authenticate, then run two coroutines per stream, one reading requests into the
+hub and one writing what the stream's pump queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from mesh.node_auth import NodeAuthenticator
+
+from .hub import Connection, Hub, from_message
+from .peers import Unauthenticated, authenticate
+
+log = logging.getLogger("mesh-xds.server")
+
+
+class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
+    def __init__(self, hub: Hub, nodes: NodeAuthenticator):
+        self.hub = hub
+        self.nodes = nodes
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        try:
+            peer = await authenticate(context, self.nodes)
+        except Unauthenticated as e:
+            log.info("stream refused", extra={"peer": context.peer(), "reason": e.reason})
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "authentication failed")
+        conn = self.hub.new_connection(peer)
+        log.info("stream opened", extra={"stream": conn.id, "peer": peer.describe()})
+        reader = asyncio.create_task(self._read(conn, request_iterator))
+        pump = asyncio.create_task(self.hub.pump(conn))
+        try:
+            while True:
+                getter = asyncio.create_task(conn.out.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                break  # the client closed its side
+        finally:
+            for task in (reader, pump):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.hub.drop(conn)
+            log.info("stream closed", extra={"stream": conn.id, "peer": peer.describe()})
+
+    async def _read(self, conn: Connection, requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]) -> None:
+        async for request in requests:
+            if request.HasField("node") and not conn.node_id:
+                conn.node_id = request.node.id
+            self.hub.on_request(conn, request.type_url, from_message(request))
