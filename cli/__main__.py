@@ -88,6 +88,43 @@ def _cmd_cert(args: argparse.Namespace) -> int:
     return 0 if report.startswith("issued") else 3
 
 
+def _cmd_proxy_status(args: argparse.Namespace) -> int:
+    import json
+
+    from . import xds
+
+    try:
+        text, streams = xds.proxy_status(args.xds_admin)
+    except OSError as e:
+        print(f"meshctl: cannot reach mesh-xds's admin port at {args.xds_admin} ({e})", file=sys.stderr)
+        return 1
+    print(json.dumps(streams, indent=2) if args.output == "json" else text)
+    return 0
+
+
+def _cmd_xds_config(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from . import cert, nodes, xds
+
+    state = _state_dir(args.state_dir)
+    token_file = Path(args.token_file) if args.token_file else nodes.token_path(state, args.node)
+    if not token_file.exists():
+        print(
+            f"meshctl: {token_file} not found (register the node with: meshctl node create {args.node})",
+            file=sys.stderr,
+        )
+        return 1
+    roots = None if args.plaintext else cert.roots_from(state)
+    try:
+        client = asyncio.run(xds.fetch(args.xds, roots, token_file.read_text().strip()))
+    except Exception as e:
+        print(f"meshctl: mesh-xds at {args.xds} did not answer: {e}", file=sys.stderr)
+        return 1
+    print(xds.render(client))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meshctl", description="Operate the mesh: kubeconfig, clusters, waypoints, diagnostics."
@@ -129,6 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--ttl", type=int, default=3600)
     cert.add_argument("--plaintext", action="store_true", help="the CA serves without TLS")
     cert.set_defaults(func=_cmd_cert)
+    xc = xsub.add_parser(
+        "xds-config", help="what a node's ztunnel receives from mesh-xds (workloads, services, policies)"
+    )
+    xc.add_argument("--node", required=True, help="the node whose token to use")
+    xc.add_argument("--token-file", help="the node's token (default {state-dir}/nodes/NODE.token)")
+    xc.add_argument("--xds", default=os.environ.get("MESH_XDS", "127.0.0.1:15010"), help="mesh-xds's address")
+    xc.add_argument("--state-dir", help="state directory holding root-cert.pem (env MESH_STATE_DIR)")
+    xc.add_argument("--plaintext", action="store_true", help="mesh-xds serves without TLS")
+    xc.set_defaults(func=_cmd_xds_config)
+    ps = sub.add_parser("proxy-status", help="the proxies connected to mesh-xds and whether they are in sync")
+    ps.add_argument("--xds-admin", default=os.environ.get("MESH_XDS_ADMIN", "http://127.0.0.1:15011"))
+    ps.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    ps.set_defaults(func=_cmd_proxy_status)
     return parser
 
 

@@ -353,12 +353,18 @@ class MeshXds:
     istiod: Istiod
     port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
+    mtls_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     extra_args: list[str] = field(default_factory=list)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def mtls_address(self) -> str:
+        """The port that requires a workload certificate (proxyless gRPC clients, waypoints)."""
+        return f"127.0.0.1:{self.mtls_port}"
 
     @property
     def admin(self) -> str:
@@ -375,6 +381,8 @@ class MeshXds:
             self.address,
             "--admin-listen",
             f"127.0.0.1:{self.admin_port}",
+            "--mtls-listen",
+            self.mtls_address,
             "--change-stream",
             self.istiod.stream,
             "--redis-url",
@@ -412,3 +420,24 @@ def running_xds(istiod: Istiod, extra_args: list[str] | None = None) -> Iterator
         yield xds
     finally:
         xds.stop()
+
+
+# --- mesh-worker --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running_worker(istiod: Istiod) -> Iterator[subprocess.Popen]:
+    """mesh-worker taking jobs from istiod's Redis, writing with the admin token."""
+    log = istiod.state_dir / "mesh-worker.log"
+    cmd = [str(VENV_BIN / "mesh-worker"), "--state-dir", str(istiod.state_dir), "--redis-url", istiod.redis_url]
+    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        wait_for(lambda: "ready" in log.read_text(), 30, "mesh-worker to be ready", proc=proc, log=log)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -13,7 +13,12 @@ from .settings import XdsSettings
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = parse_settings(XdsSettings, "mesh-xds", "The mesh's xDS push service (delta ADS for ztunnels).", argv)
+    settings = parse_settings(
+        XdsSettings,
+        "mesh-xds",
+        "The mesh's xDS push service (delta ADS for ztunnels; state-of-the-world and delta for gRPC clients).",
+        argv,
+    )
     logs.setup(settings.log_level)
     try:
         asyncio.run(run(settings))

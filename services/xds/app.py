@@ -8,12 +8,14 @@ import hashlib
 import logging
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import uvicorn
 from envoy.service.discovery.v3 import ads_pb2_grpc
+from google.protobuf.message import Message
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +28,8 @@ from mesh.settings import host_port
 from mesh.tokens import AUD_XDS
 
 from .debounce import Debounce
+from .generators.envoy import EnvoyTranslator
+from .generators.envoy import to_any as envoy_any
 from .generators.index import Translator
 from .generators.resources import address_keys, to_any
 from .hub import Hub
@@ -35,7 +39,9 @@ from .server import AdsServicer
 from .settings import XdsSettings
 from .source import Source
 from .status import sync_status
-from .types import ADDRESS
+from .status_jobs import ConditionQueue
+from .types import ADDRESS, AUTHORIZATION, ENVOY_TYPES
+from .visibility import NodeScope
 
 log = logging.getLogger("mesh-xds")
 
@@ -58,8 +64,10 @@ def version_of(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:16]
 
 
-def next_table(table: Table | None, updated: dict, removed: set[str], with_keys: bool) -> Table:
-    """The new immutable table of a type after a delta."""
+def next_table(
+    table: Table | None, updated: dict, removed: set[str], with_keys: bool, pack: Callable[[Message], Any] = to_any
+) -> Table:
+    """The new immutable table of a type after a delta; `pack` wraps a message for the wire."""
     old = table or Table()
     resources, keys = dict(old.resources), dict(old.keys)
     for name in removed | set(updated):
@@ -68,7 +76,7 @@ def next_table(table: Table | None, updated: dict, removed: set[str], with_keys:
             if keys.get(key) == name:
                 del keys[key]
     for name, message in updated.items():
-        body = to_any(message)
+        body = pack(message)
         aliases = tuple(address_keys(message)) if with_keys else ()
         resources[name] = Resource(name, version_of(body.SerializeToString()), body, aliases)
         for key in aliases:
@@ -77,14 +85,26 @@ def next_table(table: Table | None, updated: dict, removed: set[str], with_keys:
 
 
 class Pipeline:
-    """Collects changes, debounces, translates, and publishes new tables to the hub."""
+    """Collects changes, debounces, translates (ztunnel and Envoy types), and publishes new tables
+    to the hub."""
 
-    def __init__(self, store: ConfigStore, hub: Hub, metrics: XdsMetrics, debounce: Debounce):
+    def __init__(
+        self,
+        store: ConfigStore,
+        hub: Hub,
+        metrics: XdsMetrics,
+        debounce: Debounce,
+        conditions: ConditionQueue | None = None,
+    ):
         self.store = store
         self.hub = hub
         self.metrics = metrics
         self.debounce = debounce
+        self.conditions = conditions
         self.translator = Translator()
+        self.envoy = EnvoyTranslator()
+        self.scope = NodeScope()
+        hub.visibility = self.scope.visibility
         self.pending: list[Change] = []
         self.rebuilt = False
         self._arrived = asyncio.Event()
@@ -113,17 +133,27 @@ class Pipeline:
         started = time.perf_counter()
         if not self.rebuilt:
             deltas = self.translator.rebuild(self.store)  # the first batch: everything listed
+            envoy_deltas = self.envoy.rebuild(self.store)
+            moved = self.scope.rebuild(self.store)
             self.rebuilt = True
         else:
             deltas = self.translator.update(self.store, changes)
-        for type_url, delta in deltas.by_type_url().items():
+            envoy_deltas = self.envoy.update(self.store, changes)
+            moved = self.scope.apply(changes)
+        for type_url, delta in {**deltas.by_type_url(), **envoy_deltas.by_type_url()}.items():
             if delta.empty and type_url in self.hub.tables:
                 continue
+            pack = envoy_any if type_url in ENVOY_TYPES else to_any
             table = next_table(
-                self.hub.tables.get(type_url), dict(delta.updated), set(delta.removed), with_keys=type_url == ADDRESS
+                self.hub.tables.get(type_url), dict(delta.updated), set(delta.removed), type_url == ADDRESS, pack
             )
             self.hub.publish(type_url, table, set(delta.updated) | set(delta.removed))
             self.metrics.resources.labels(type_url.rsplit(".", 1)[-1]).set(len(table.resources))
+        for conn in list(self.hub.connections.values()):
+            if conn.peer.node in moved:  # its node gained or lost a namespace: recompute its policies
+                conn.note_changes(AUTHORIZATION, None)
+        if self.conditions is not None and deltas.conditions_changed:
+            self.conditions.note(self.translator.conditions, set(deltas.conditions_changed))
         self.metrics.translate.observe(time.perf_counter() - started)
         self.metrics.pushes.inc()
         self.ready.set()
@@ -169,7 +199,8 @@ async def run(settings: XdsSettings) -> None:
     conn = connection(settings)
     store, hub, metrics = ConfigStore(), Hub(), XdsMetrics()
     hub.on_nack = lambda c, type_url, error: metrics.nacks.labels(type_url.rsplit(".", 1)[-1]).inc()
-    pipeline = Pipeline(store, hub, metrics, Debounce(settings.debounce_quiet, settings.debounce_max))
+    conditions = ConditionQueue(settings.redis_url)
+    pipeline = Pipeline(store, hub, metrics, Debounce(settings.debounce_quiet, settings.debounce_max), conditions)
     async with KubeClient(conn) as kube:
         source = Source(
             kube,
@@ -180,18 +211,22 @@ async def run(settings: XdsSettings) -> None:
             group=settings.consumer_group,
         )
         nodes = NodeAuthenticator(lambda: _jwks(kube), lambda _n: None, lambda name: _node(kube, name), AUD_XDS)
-        tasks = [asyncio.create_task(source.run(), name="source"), asyncio.create_task(pipeline.run(), name="push")]
+        tasks = [
+            asyncio.create_task(source.run(), name="source"),
+            asyncio.create_task(pipeline.run(), name="push"),
+            asyncio.create_task(conditions.run(), name="conditions"),
+        ]
         await asyncio.wait_for(source.synced.wait(), 60)
         pipeline.flush()  # serve the listed state before accepting streams
         server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 10_000)])
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsServicer(hub, nodes), server)
-        host, port = host_port(settings.listen)
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         if settings.plaintext:
             log.warning("serving gRPC without TLS (--plaintext): for local debugging only")
-            server.add_insecure_port(address)
+            server.add_insecure_port(_address(settings.listen))
         else:
-            server.add_secure_port(address, _credentials(settings, state))
+            server.add_secure_port(_address(settings.listen), _credentials(settings, state))
+            if settings.mtls_listen:
+                server.add_secure_port(_address(settings.mtls_listen), _credentials(settings, state, mtls=True))
         await server.start()
         admin = None
         if settings.admin_listen:
@@ -207,7 +242,14 @@ async def run(settings: XdsSettings) -> None:
             admin = uvicorn.Server(config)
             admin.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             tasks.append(asyncio.create_task(admin.serve(), name="admin"))
-        log.info("mesh-xds serving", extra={"listen": settings.listen, "objects": sum(1 for _ in _objects(store))})
+        log.info(
+            "mesh-xds serving",
+            extra={
+                "listen": settings.listen,
+                "mtls_listen": settings.mtls_listen,
+                "objects": sum(1 for _ in _objects(store)),
+            },
+        )
         await _until_stopped()
         log.info("mesh-xds stopping")
         if admin is not None:
@@ -223,17 +265,27 @@ def _objects(store: ConfigStore) -> Iterator[dict]:
         yield from store.list(kind)
 
 
-def _credentials(settings: XdsSettings, state: Path) -> grpc.ServerCredentials:
+def _address(listen: str) -> str:
+    host, port = host_port(listen)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _credentials(settings: XdsSettings, state: Path, mtls: bool = False) -> grpc.ServerCredentials:
+    """TLS for the main port (ztunnels authenticate with node tokens); with `mtls`, TLS that
+    requires a client certificate chaining to the mesh's roots, which gRPC then exposes, verified,
+    to the servicer (peers.certificate_identity).
+
+    Two ports because grpcio's server credentials either never ask for a client certificate
+    (`require_client_auth=False`: a workload's certificate is then never even sent) or require one;
+    the request-but-do-not-require mode of gRPC core is not exposed to Python."""
     cert = Path(settings.cert_file or state / "xds-cert.pem")
     key = Path(settings.key_file or state / "xds-key.pem")
     roots = Path(settings.roots_file or state / "root-cert.pem")
     for path in (cert, key, roots):
         if not path.exists():
             raise FileNotFoundError(path)
-    # Client certificates are optional (ztunnels use node tokens) but, when presented, must chain
-    # to the mesh's roots: gRPC then exposes the verified certificate to the servicer.
     return grpc.ssl_server_credentials(
-        [(key.read_bytes(), cert.read_bytes())], root_certificates=roots.read_bytes(), require_client_auth=False
+        [(key.read_bytes(), cert.read_bytes())], root_certificates=roots.read_bytes(), require_client_auth=mtls
     )
 
 

@@ -4,6 +4,9 @@
 changed. Each stream has one pump task: when woken, it computes, per type, what that client
 lacks (protocol.Subscription) and queues one response; a type with an unacknowledged response
 waits, so changes merge (a slow client gets one merged push, not a backlog).
+
+State-of-the-world streams (stock gRPC clients) are `SotwConnection`s: the same tables, wake-ups
+and out queue, with a sotw.TypeState per type and their own pump (`pump_sotw`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from . import sotw
 from .peers import Peer
 from .protocol import Request, Response, Subscription, Table, is_empty
 from .types import SHORT
@@ -46,6 +50,7 @@ class Connection:
     out: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=1))
     bytes_sent: int = 0
     responses: int = 0
+    protocol: str = "delta"
     _nonces: Any = field(default_factory=lambda: itertools.count(1))
 
     def next_nonce(self) -> str:
@@ -63,6 +68,15 @@ class Connection:
         self.wake.set()
 
 
+@dataclass
+class SotwConnection(Connection):
+    """A state-of-the-world stream: per type a sotw.TypeState instead of a delta Subscription
+    (`note_changes` works unchanged on both: it marks the type dirty and records the names)."""
+
+    subs: dict[str, sotw.TypeState] = field(default_factory=dict)  # type: ignore[assignment]
+    protocol: str = "sotw"
+
+
 class Hub:
     """Tables and streams; one instance per mesh-xds."""
 
@@ -73,8 +87,9 @@ class Hub:
         self._ids = itertools.count(1)
         self.on_nack: Callable[[Connection, str, str], None] | None = None
 
-    def new_connection(self, peer: Peer) -> Connection:
-        conn = Connection(id=f"{peer.node or 'wl'}-{next(self._ids)}", peer=peer)
+    def new_connection(self, peer: Peer, sotw_stream: bool = False) -> Connection:
+        kind = SotwConnection if sotw_stream else Connection
+        conn = kind(id=f"{peer.node or 'wl'}-{next(self._ids)}", peer=peer)
         self.connections[conn.id] = conn
         return conn
 
@@ -99,21 +114,49 @@ class Hub:
         sub = conn.subs.setdefault(type_url, Subscription())
         outcome = sub.on_request(request, first)
         if outcome == "nack":
-            log.warning(
-                "NACK",
-                extra={
-                    "stream": conn.id,
-                    "peer": conn.peer.describe(),
-                    "type": SHORT.get(type_url),
-                    "error": request.error,
-                },
-            )
-            if self.on_nack is not None:
-                self.on_nack(conn, type_url, request.error or "")
+            self._nacked(conn, type_url, request.error)
         if first:
             conn.changed[type_url] = None
         if sub.ready():
             conn.wake.set()
+
+    def _nacked(self, conn: Connection, type_url: str, error: str | None) -> None:
+        log.warning(
+            "NACK",
+            extra={"stream": conn.id, "peer": conn.peer.describe(), "type": SHORT.get(type_url), "error": error},
+        )
+        if self.on_nack is not None:
+            self.on_nack(conn, type_url, error or "")
+
+    def on_sotw_request(self, conn: SotwConnection, type_url: str, request: sotw.Request) -> None:
+        """Fold a state-of-the-world request into its type's state; wake the pump if due."""
+        state = conn.subs.setdefault(type_url, sotw.TypeState(type_url))
+        if state.on_request(request) == "nack":
+            self._nacked(conn, type_url, request.error)
+        if state.ready():
+            conn.wake.set()
+
+    async def pump_sotw(self, conn: SotwConnection) -> None:
+        """Send each type's full response when what the stream would get changed, one
+        unacknowledged response per type at a time (sotw.py has the rules)."""
+        while True:
+            await conn.wake.wait()
+            conn.wake.clear()
+            for type_url, state in list(conn.subs.items()):
+                table = self.tables.get(type_url)
+                if not state.ready() or table is None:
+                    continue  # a type not generated yet is answered once its first table is published
+                changed = conn.changed.pop(type_url, None)
+                response = state.compute(table, self.visibility(conn.peer, type_url), changed)
+                if response is None:
+                    state.settle(table.version)
+                    continue
+                nonce = conn.next_nonce()
+                state.sent(response, nonce, table.version)
+                message = sotw.to_message(type_url, nonce, response)
+                conn.bytes_sent += message.ByteSize()
+                conn.responses += 1
+                await conn.out.put(message)
 
     async def pump(self, conn: Connection) -> None:
         """Send what each subscribed type lacks, one unacknowledged response per type at a time."""
@@ -130,7 +173,7 @@ class Hub:
                 conn.changed.pop(type_url, None)
                 response = sub.compute(table, self.visibility(conn.peer, type_url), changed)
                 if is_empty(response) and not sub.must_answer:
-                    sub.settle()
+                    sub.settle(table.version)
                     continue
                 nonce = conn.next_nonce()
                 sub.sent(response, nonce, table.version)

@@ -1,4 +1,11 @@
-"""Who is on the other end of a stream: a node's ztunnel (node token) or a workload (mTLS)."""
+"""Who is on the other end of a stream: a node's ztunnel (node token) or a workload (mTLS).
+
+A workload is a proxyless gRPC client or a waypoint presenting its workload certificate from
+mesh-ca on mesh-xds's mTLS port (`--mtls-listen`; grpcio only hands the servicer a client
+certificate on a port that requires one). Both peer kinds may open state-of-the-world and delta
+streams and subscribe to any type, the Envoy types included (docs/xds-grpc.md); the hub's
+visibility filter decides what each sees.
+"""
 
 from __future__ import annotations
 

@@ -190,9 +190,12 @@ class Subscription:
         self.dirty = self.must_answer = False
         self.sent_version = table_version
 
-    def settle(self) -> None:
-        """Nothing to send after all: clear the wake-up without sending."""
+    def settle(self, table_version: int | None = None) -> None:
+        """Nothing to send after all: the client already holds what `table_version` would give it,
+        so (unless a response is unacknowledged) it is in sync with that version."""
         self.dirty = False
+        if table_version is not None and not self.awaiting:
+            self.acked_version = self.sent_version = max(self.sent_version, table_version)
 
 
 def is_empty(response: Response) -> bool:

@@ -1,7 +1,14 @@
-"""The gRPC surface: Envoy's AggregatedDiscoveryService, delta (ztunnel) and state of the world.
+"""The gRPC surface: Envoy's AggregatedDiscoveryService, delta (ztunnel) and state of the world
+(stock gRPC clients, which only speak `StreamAggregatedResources`).
 
 Thin (STYLE): authenticate, then run two coroutines per stream, one reading requests into the
 hub and one writing what the stream's pump queues.
+
+Who may read what: both methods take the same peers (peers.authenticate): a ztunnel with its
+node token, or a workload with a client certificate that chains to the mesh's roots (mTLS, as a
+gRPC bootstrap's `channel_creds: tls` with `certificate_file`/`private_key_file` presents it).
+Any authenticated peer may subscribe to any type, Envoy's included; what it then sees of a type
+is the hub's visibility filter's business.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from mesh.node_auth import NodeAuthenticator
 
-from .hub import Connection, Hub, from_message
+from . import sotw
+from .hub import Connection, Hub, SotwConnection, from_message
 from .peers import Unauthenticated, authenticate
 
 log = logging.getLogger("mesh-xds.server")
@@ -61,3 +69,40 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             if request.HasField("node") and not conn.node_id:
                 conn.node_id = request.node.id
             self.hub.on_request(conn, request.type_url, from_message(request))
+
+    async def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        try:
+            peer = await authenticate(context, self.nodes)
+        except Unauthenticated as e:
+            log.info("stream refused", extra={"peer": context.peer(), "reason": e.reason})
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "authentication failed")
+        conn = self.hub.new_connection(peer, sotw_stream=True)
+        assert isinstance(conn, SotwConnection)
+        log.info("stream opened", extra={"stream": conn.id, "peer": peer.describe(), "protocol": "sotw"})
+        reader = asyncio.create_task(self._read_sotw(conn, request_iterator))
+        pump = asyncio.create_task(self.hub.pump_sotw(conn))
+        try:
+            while True:
+                getter = asyncio.create_task(conn.out.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                    continue
+                getter.cancel()
+                break  # the client closed its side
+        finally:
+            for task in (reader, pump):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.hub.drop(conn)
+            log.info("stream closed", extra={"stream": conn.id, "peer": peer.describe(), "protocol": "sotw"})
+
+    async def _read_sotw(self, conn: SotwConnection, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> None:
+        async for request in requests:
+            if request.HasField("node") and not conn.node_id:
+                conn.node_id = request.node.id
+            if request.type_url:  # ADS requests must name their type; one that does not is ignored
+                self.hub.on_sotw_request(conn, request.type_url, sotw.from_message(request))

@@ -13,6 +13,11 @@ class XdsSettings(CommonSettings):
     """Everything mesh-xds reads at start-up."""
 
     listen: Listen = Field("127.0.0.1:15010", description="HOST:PORT of the gRPC (ADS) service")
+    mtls_listen: OptionalListen = Field(
+        "127.0.0.1:15013",
+        description="HOST:PORT of the same ADS service requiring a workload certificate (mTLS: proxyless gRPC "
+        "clients, waypoints); empty to disable",
+    )
     admin_listen: OptionalListen = Field(
         "127.0.0.1:15011", description="HOST:PORT of plain-HTTP /debug/syncz and /metrics; empty to disable"
     )

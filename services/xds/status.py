@@ -34,6 +34,7 @@ def sync_status(hub: Hub) -> list[dict[str, Any]]:
             {
                 "id": conn.id,
                 "kind": conn.peer.kind,
+                "protocol": conn.protocol,
                 "node": conn.peer.node,
                 "identity": conn.peer.identity,
                 "node_id": conn.node_id,

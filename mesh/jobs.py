@@ -1,0 +1,8 @@
+"""The contract between the services that queue background jobs and mesh-worker, which runs them.
+
+Jobs travel through Celery with a Redis broker; producers send them by name, so they do not
+import the worker's code.
+"""
+
+QUEUE = "mesh"
+WRITE_CONDITIONS = "mesh.write_conditions"  # args: [items]; item = {kind, namespace, name, conditions}

@@ -1,0 +1,1 @@
+"""mesh-worker: the control plane's background jobs (Celery, Redis broker)."""
