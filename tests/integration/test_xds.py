@@ -156,6 +156,7 @@ def test_a_nack_keeps_the_last_good_state_is_reported_and_spares_other_clients(p
     async def scenario() -> None:
         async with ztunnel(xds, token, validator=refuse_denies) as picky, ztunnel(xds, token) as normal:
             with istiod.client() as client:
+                running_pod(client, "nack-anchor", "198.18.16.41")  # node-1 hosts "default": it gets its policies
                 body = {
                     "apiVersion": "security.istio.io/v1",
                     "kind": "AuthorizationPolicy",
@@ -173,6 +174,7 @@ def test_a_nack_keeps_the_last_good_state_is_reported_and_spares_other_clients(p
                 await picky.wait_for(lambda: workload(picky, "after-nack") is not None, 5)
                 client.delete(f"{APS}/deny-foreign")
                 client.delete(f"{PODS}/after-nack")
+                client.delete(f"{PODS}/nack-anchor")
 
     asyncio.run(scenario())
 
