@@ -12,8 +12,9 @@ cd "$ROOT"
 STATE="${MESH_STATE_DIR:-$ROOT/.mesh}"
 LISTEN="${MESH_LISTEN:-127.0.0.1:6443}"
 PIDFILE="$STATE/istiod.pid"
-CA_PIDFILE="$STATE/mesh-ca.pid"
 CA_LISTEN="${MESH_CA_LISTEN:-127.0.0.1:15012}"
+XDS_LISTEN="${MESH_XDS_LISTEN:-127.0.0.1:15010}"
+XDS_ADMIN="${MESH_XDS_ADMIN:-127.0.0.1:15011}"
 KUBECONFIG_FILE="$STATE/kubeconfig"
 
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -29,24 +30,57 @@ stop_pid() {  # stop_pid NAME PIDFILE
 }
 
 down() {
-  stop_pid mesh-ca "$CA_PIDFILE"
+  stop_pid mesh-worker "$STATE/mesh-worker.pid"
+  stop_pid mesh-xds "$STATE/mesh-xds.pid"
+  stop_pid mesh-ca "$STATE/mesh-ca.pid"
   stop_pid istiod "$PIDFILE"
   say "stopped; the state is kept in $STATE (delete it for a fresh start)"
 }
 
-start_ca() {
-  if alive "$CA_PIDFILE"; then
-    say "mesh-ca already running (pid $(cat "$CA_PIDFILE"))"; return
+start_service() {  # start_service NAME PORT_TO_WAIT_FOR ARGS...
+  local name=$1 addr=$2; shift 2
+  local pidfile="$STATE/$name.pid"
+  if alive "$pidfile"; then
+    say "$name already running (pid $(cat "$pidfile"))"; return
   fi
-  port_open "${CA_LISTEN%:*}" "${CA_LISTEN##*:}" && die "something already listens on $CA_LISTEN (set MESH_CA_LISTEN)"
-  say "starting mesh-ca on $CA_LISTEN (gRPC over TLS; its root in $STATE/root-cert.pem)"
-  setsid "$VENV/bin/mesh-ca" --state-dir "$STATE" --listen "$CA_LISTEN" >>"$STATE/mesh-ca.log" 2>&1 < /dev/null &
-  echo $! > "$CA_PIDFILE"
-  for _ in $(seq 100); do
-    port_open "${CA_LISTEN%:*}" "${CA_LISTEN##*:}" && return
-    alive "$CA_PIDFILE" || die "mesh-ca exited; see $STATE/mesh-ca.log"
+  if [ -n "$addr" ] && port_open "${addr%:*}" "${addr##*:}"; then
+    die "something already listens on $addr (stop it, or set the MESH_*_LISTEN variables)"
+  fi
+  setsid "$VENV/bin/$name" --state-dir "$STATE" "$@" >>"$STATE/$name.log" 2>&1 < /dev/null &
+  echo $! > "$pidfile"
+  for _ in $(seq 150); do
+    if [ -z "$addr" ]; then sleep 1; alive "$pidfile" || die "$name exited; see $STATE/$name.log"; return; fi
+    port_open "${addr%:*}" "${addr##*:}" && return
+    alive "$pidfile" || die "$name exited; see $STATE/$name.log"
     sleep 0.1
   done
+  die "$name did not come up; see $STATE/$name.log"
+}
+
+start_ca() {
+  say "starting mesh-ca on $CA_LISTEN (gRPC over TLS; its root in $STATE/root-cert.pem)"
+  start_service mesh-ca "$CA_LISTEN" --listen "$CA_LISTEN"
+}
+
+start_xds() {
+  say "starting mesh-xds on $XDS_LISTEN (delta ADS for ztunnels; admin on $XDS_ADMIN) and mesh-worker"
+  start_service mesh-xds "$XDS_ADMIN" --listen "$XDS_LISTEN" --admin-listen "$XDS_ADMIN"
+  start_service mesh-worker ""
+}
+
+xds_view() {
+  say "what node-1's ztunnel receives from mesh-xds (meshctl x xds-config --node node-1):"
+  "$VENV/bin/meshctl" x xds-config --state-dir "$STATE" --xds "$XDS_LISTEN" --node node-1 || true
+  if [ ${#KC[@]} -gt 0 ]; then
+    say "mesh-worker wrote each policy's ZtunnelAccepted condition back through istiod:"
+    for _ in $(seq 50); do
+      "${KC[@]}" get authorizationpolicy web-api-allow-sleep -o jsonpath='{.status.conditions[0].type}' 2>/dev/null \
+        | grep -q ZtunnelAccepted && break
+      sleep 0.2
+    done
+    "${KC[@]}" get authorizationpolicies \
+      -o custom-columns='NAME:.metadata.name,CONDITION:.status.conditions[0].type,STATUS:.status.conditions[0].status,MESSAGE:.status.conditions[0].message'
+  fi
 }
 
 identities() {
@@ -89,6 +123,7 @@ up() {
   fi
   "$VENV/bin/meshctl" kubeconfig --state-dir "$STATE" >/dev/null
   start_ca
+  start_xds
   export KUBECONFIG="$KUBECONFIG_FILE"
 
   if command -v kubectl >/dev/null; then
@@ -115,18 +150,21 @@ up() {
       | "${KC[@]}" apply -f - || true
   fi
   identities
+  xds_view
   say "every change reached the Redis stream mesh:changes, in revision order (meshctl changes)"
   "$VENV/bin/meshctl" changes --count 5
   cat <<TXT
 
-The control plane is up and stays running (istiod on https://$LISTEN, mesh-ca on $CA_LISTEN):
+The control plane is up and stays running: istiod on https://$LISTEN, mesh-ca on $CA_LISTEN,
+mesh-xds on $XDS_LISTEN, mesh-worker:
   export KUBECONFIG=$KUBECONFIG_FILE
   kubectl get pods -A                      # or: .venv/bin/meshctl apply -f FILE
   kubectl api-resources                    # every kind istiod serves
   .venv/bin/meshctl changes --follow      # the change stream, live
+  .venv/bin/meshctl proxy-status           # proxies connected to mesh-xds
   .venv/bin/meshctl x cert --state-dir $STATE --node node-2 --identity spiffe://cluster.local/ns/default/sa/web-api
   curl -s http://127.0.0.1:15014/metrics   # istiod's metrics
-  logs: $STATE/istiod.log, $STATE/mesh-ca.log, audit: $STATE/ca-audit.log
+  logs: $STATE/*.log (istiod, mesh-ca, mesh-xds, mesh-worker); CA audit: $STATE/ca-audit.log
 Stop it with: bash scripts/demo.sh down
 TXT
 }
