@@ -2,7 +2,8 @@
 
 Follows istio/istio: pilot/pkg/serviceregistry/ambient/authorization.go (convertAuthorizationPolicy,
 handleRule; reference §3, features §E):
-- a policy with `targetRef(s)` belongs to the waypoint it targets: nothing for ztunnel;
+- a policy with `targetRef(s)` belongs to the waypoint it targets: nothing for ztunnel, and no
+  ZtunnelAccepted condition (its WaypointAccepted condition is waypoint_policy.py's);
 - scope: WORKLOAD_SELECTOR with a `selector`, else NAMESPACE, or GLOBAL in the root namespace;
 - ALLOW and DENY are translated; AUDIT and CUSTOM are not supported by ztunnel (no resource);
 - a rule becomes a Group whose Rules (clauses) are AND-ed: its `to` operations, its `from`
@@ -106,8 +107,7 @@ def authorization_policy(ap: Json, root_namespace: str = ROOT_NAMESPACE) -> Poli
     spec = ap.get("spec") or {}
     name, namespace = meta(ap)["name"], meta(ap).get("namespace", "")
     if target_refs(spec):
-        why = "policy has targetRefs: the waypoint it targets enforces it, not ztunnel"
-        return PolicyTranslation(None, (condition(False, "TargetedToWaypoint", why),))
+        return PolicyTranslation(None)  # Istio's convertAuthorizationPolicy: "not intended for ztunnel"
     action_name = spec.get("action") or "ALLOW"
     if action_name not in ("ALLOW", "DENY"):
         why = f"ztunnel does not support the {action_name} action"

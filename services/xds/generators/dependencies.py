@@ -1,15 +1,22 @@
 """Which translated objects a change affects: the reverse of what each generator reads.
 
 A "source" is a stored object that yields resources (Pod, WorkloadEntry, Service, ServiceEntry,
-AuthorizationPolicy, PeerAuthentication). `affected(view, change, waypoint_dependents)` names the
-sources to translate again after `change`; the index then keeps only the resources whose bytes
-changed. Each rule mirrors a read in the generators:
+AuthorizationPolicy, PeerAuthentication). `affected(view, change, dependents)` names the sources
+to translate again after `change`; the index then keeps only the resources whose bytes changed.
+`dependents` maps each object a source looked up by name (the waypoint Gateway it resolved, bound
+or pending; a policy's targetRefs and what their binding read) to those sources, and is recorded
+whether or not the object existed, so that its creation is seen too. Each rule mirrors a read in
+the generators:
 
 - Pod, WorkloadEntry → itself.
 - Service, ServiceEntry → itself, and the pods and WorkloadEntries its old or new selector
-  matches (their `services` maps), when its selector, ports, hosts or type changed.
-- Namespace → every source in it (waypoint binding reads its labels), when its labels changed.
-- Gateway → whatever looked it up while resolving a waypoint, bound or pending.
+  matches (their `services` maps), when its selector, ports, hosts or type changed; and the
+  targetRefs policies that target it, when it appears, disappears or its labels change (its
+  waypoint binding reads only its labels).
+- Namespace → every source in it (waypoint binding reads its labels), and the targetRefs policies
+  whose targets it binds, when its labels changed.
+- Gateway → whatever looked it up: what resolved it as a waypoint, bound or pending, and the
+  targetRefs policies that target it or target a Service bound to it.
 - AuthorizationPolicy → itself, and the workloads its old or new selector matches (their
   `authorization_policies`; in every namespace for a root-namespace policy), when the selector or
   whether it yields an Authorization changed.
@@ -55,7 +62,7 @@ WORKLOAD_KINDS = (PODS, WORKLOAD_ENTRIES)
 def affected(
     view: IndexedView,
     change: Change,
-    waypoint_dependents: Mapping[tuple[str, str], set[Key]],
+    dependents: Mapping[Key, set[Key]],
     root_namespace: str = ROOT_NAMESPACE,
 ) -> set[Key]:
     """The sources to translate again after `change` (the view already reflects it)."""
@@ -64,13 +71,13 @@ def affected(
     if kind in (PODS, WORKLOAD_ENTRIES):
         return {change.key}
     if kind in (SERVICES, SERVICE_ENTRIES):
-        return {change.key} | _selected_by_service(view, kind, ns, old, new)
+        return {change.key} | _selected_by_service(view, kind, ns, old, new) | _readers(change, dependents)
     if kind == NAMESPACES:
         if old is not None and new is not None and labels_of(old) == labels_of(new):
             return set()
-        return namespace_sources(view, change.key.name)
+        return namespace_sources(view, change.key.name) | _readers(change, dependents)
     if kind == GATEWAYS:
-        return set(waypoint_dependents.get((ns, change.key.name), ()))
+        return _readers(change, dependents)
     if kind == AUTHORIZATION_POLICIES:
         return {change.key} | _selected_by_policy(view, ns, old, new, root_namespace)
     if kind == PEER_AUTHENTICATIONS:
@@ -80,6 +87,19 @@ def affected(
             return set()
         return {Key(PODS, pod_ns, pod) for pod_ns, pod in view.pods_on_node(change.key.name)}
     return set()
+
+
+def _readers(change: Change, dependents: Mapping[Key, set[Key]]) -> set[Key]:
+    """The sources that looked the changed object up, when what they read of it changed: all of a
+    Gateway (class, status, listeners, labels); the labels of a Service, ServiceEntry or
+    Namespace, or whether it exists."""
+    readers = dependents.get(change.key)
+    if not readers:
+        return set()
+    old, new = change.old, change.new
+    if change.key.kind != GATEWAYS and old is not None and new is not None and labels_of(old) == labels_of(new):
+        return set()
+    return set(readers)
 
 
 def namespace_sources(view: IndexedView, namespace: str) -> set[Key]:

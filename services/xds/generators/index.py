@@ -5,10 +5,11 @@ the changes affect (dependencies.py) and reports, per type URL, the resources wh
 bytes changed and the ones that disappeared. Both return the difference from what the Translator
 held before, so a rebuild after a resync pushes only what really differs.
 
-Each source object's output (its resources, conditions and the waypoints it looked up) is kept, so
-a source is replaced as a whole. Two sources may yield the same resource name (a Service and a
-ServiceEntry host in one namespace, `ns/hostname`): the Kubernetes Service wins, then the oldest
-(as Istio's selectWorkloadServices), and removing the winner brings the other one back.
+Each source object's output (its resources, conditions and the objects it looked up by name:
+waypoint Gateways, a policy's targets) is kept, so a source is replaced as a whole. Two sources may
+yield the same resource name (a Service and a ServiceEntry host in one namespace, `ns/hostname`):
+the Kubernetes Service wins, then the oldest (as Istio's selectWorkloadServices), and removing the
+winner brings the other one back.
 
 Mutation contract: one task owns a Translator and calls `rebuild`/`update` after the store has
 applied the changes; the mappings it exposes are read-only views that stay valid until the next
@@ -27,6 +28,7 @@ from google.protobuf.message import Message
 
 from services.xds.model import (
     AUTHORIZATION_POLICIES,
+    GATEWAYS,
     PEER_AUTHENTICATIONS,
     PODS,
     ROOT_NAMESPACE,
@@ -44,6 +46,7 @@ from .peer_authentication import STATIC_STRICT_NAME, peer_authentication, static
 from .resources import ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, address_keys, resource_name
 from .services import service_entry_services, service_resource
 from .view import IndexedView, meta
+from .waypoint_policy import waypoint_policy_status
 from .waypoints import WaypointBinding
 from .workloads import pod_workload, service_entry_workloads, workload_entry_workload
 
@@ -92,13 +95,13 @@ class _Output:
 
     resources: dict[Name, Message] = field(default_factory=dict)
     conditions: list[dict[str, str]] = field(default_factory=list)
-    waypoints: set[tuple[str, str]] = field(default_factory=set)
+    reads: set[Key] = field(default_factory=set)  # objects looked up: a change to one retranslates this
     rank: tuple[Any, ...] = ()  # lower wins a name two sources yield
 
     def add_binding(self, binding: WaypointBinding, report: bool = True) -> None:
         """Record the waypoint looked up (a dependency) and, if `report`, its WaypointBound condition."""
         if binding.waypoint is not None:
-            self.waypoints.add(binding.waypoint)
+            self.reads.add(Key(GATEWAYS, *binding.waypoint))
         if report and (cond := binding.condition()) is not None and cond not in self.conditions:
             self.conditions.append(cond)
 
@@ -112,7 +115,7 @@ class Translator:
         self._view: IndexedView | None = None
         self._outputs: dict[Key, _Output] = {}
         self._owners: dict[Name, set[Key]] = defaultdict(set)
-        self._dependents: dict[tuple[str, str], set[Key]] = defaultdict(set)
+        self._dependents: dict[Key, set[Key]] = defaultdict(set)  # looked-up object -> sources
         self._current: dict[str, dict[str, Message]] = {ADDRESS_TYPE_URL: {}, AUTHORIZATION_TYPE_URL: {}}
         self._bytes: dict[Name, bytes] = {}
         self._aliases: dict[str, set[str]] = defaultdict(set)
@@ -136,8 +139,9 @@ class Translator:
 
     @property
     def conditions(self) -> Mapping[Key, list[dict[str, str]]]:
-        """Status conditions per object: ZtunnelAccepted on policies, istio.io/WaypointBound on
-        Services, ServiceEntries, Pods and WorkloadEntries that ask for a waypoint."""
+        """Status conditions per object: ZtunnelAccepted on policies for ztunnel, WaypointAccepted on
+        policies with targetRefs, istio.io/WaypointBound on Services, ServiceEntries, Pods and
+        WorkloadEntries that ask for a waypoint."""
         return MappingProxyType(self._conditions)
 
     def lookup(self, key: str) -> set[str]:
@@ -194,7 +198,7 @@ class Translator:
         if old is not None:
             for name in old.resources:
                 self._owners[name].discard(key)
-            for ref in old.waypoints:
+            for ref in old.reads:
                 self._dependents[ref].discard(key)
                 if not self._dependents[ref]:
                     del self._dependents[ref]
@@ -204,7 +208,7 @@ class Translator:
             self._outputs[key] = new
             for name in new.resources:
                 self._owners[name].add(key)
-            for ref in new.waypoints:
+            for ref in new.reads:
                 self._dependents[ref].add(key)
             if new.conditions:
                 self._conditions[key] = new.conditions
@@ -235,6 +239,9 @@ class Translator:
             self._translate_service_entry(obj, out)
         elif key.kind == AUTHORIZATION_POLICIES:
             self._add_policy(out, authorization_policy(obj, self.root_namespace))
+            if (waypoint_status := waypoint_policy_status(view, obj, self.root_namespace)) is not None:
+                out.conditions.append(waypoint_status.condition)
+                out.reads |= waypoint_status.reads
         elif key.kind == PEER_AUTHENTICATIONS:
             self._add_policy(out, peer_authentication(view, obj, self.root_namespace))
         return out

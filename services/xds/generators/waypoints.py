@@ -128,7 +128,7 @@ def _resolve(view: ConfigView, obj: Json, traffic: str) -> WaypointBinding:
 def _bind(view: ConfigView, ref: tuple[str, str], from_namespace: str) -> WaypointBinding:
     """Look the waypoint up and check that it is ready and accepts `from_namespace`."""
     gateway = view.get(GATEWAYS, *ref)
-    if gateway is None or not _gateway_address(gateway):
+    if gateway is None or not gateway_address(gateway):
         message = f'waypoint "{_key(ref)}" is not ready'
         return WaypointBinding(waypoint=ref, reason="WaypointIsNotReady", message=message)
     class_name = (gateway.get("spec") or {}).get("gatewayClassName")
@@ -140,13 +140,13 @@ def _bind(view: ConfigView, ref: tuple[str, str], from_namespace: str) -> Waypoi
         return WaypointBinding(waypoint=ref, reason="AttachmentDenied", message=message)
     return WaypointBinding(
         waypoint=ref,
-        address=_gateway_address(gateway),
+        address=gateway_address(gateway),
         reason="WaypointAccepted",
         message=f"bound to {_key(ref)}",
     )
 
 
-def _gateway_address(gateway: Json) -> wl.GatewayAddress | None:
+def gateway_address(gateway: Json) -> wl.GatewayAddress | None:
     """The GatewayAddress of a ready waypoint: its first IP address in `status.addresses` (type
     IPAddress, the Gateway API default), else its first hostname; port 15008 either way."""
     addresses = (gateway.get("status") or {}).get("addresses") or []

@@ -5,7 +5,8 @@ plus pods where a case is about which workloads list which policy) and a `.json`
 the Translator makes of them:
 - `authorizations`: every Authorization resource by name, as MessageToJson would print it with
   proto field names (addresses shown as IPs, `scope`, `action` and `rules` always present);
-- `conditions`: the ZtunnelAccepted condition of each policy;
+- `conditions`: the conditions of each policy: ZtunnelAccepted for a policy sent to ztunnel (or
+  refused by it), WaypointAccepted for a policy with targetRefs;
 - `workload_policies`: each workload's `authorization_policies`, when the case has workloads.
 
 After a deliberate change to the translation, regenerate the expected files with

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from services.xds.generators import ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, Deltas, Translator
-from services.xds.model import PODS, SERVICES, Key
+from services.xds.model import AUTHORIZATION_POLICIES, PODS, SERVICES, Key
 from tests.unit.xds import objects as o
 
 pytestmark = pytest.mark.unit
@@ -173,6 +173,89 @@ def test_service_wins_a_hostname_over_a_service_entry_and_gives_it_back():
     assert translator.addresses[f"default/{host}"].name == "web-se"
 
 
+def waypoint_accepted(translator: Translator, name: str = "ap", ns: str = "default") -> tuple[str, str, str]:
+    """(status, reason, message) of a policy's WaypointAccepted, the only condition it may have."""
+    (condition,) = translator.conditions[Key(AUTHORIZATION_POLICIES, ns, name)]
+    assert condition["type"] == "WaypointAccepted"
+    return condition["status"], condition["reason"], condition["message"]
+
+
+def targeting(*refs: tuple[str, str], name: str = "ap", ns: str = "default") -> Any:
+    groups = {"Service": "", "ServiceEntry": "networking.istio.io"}
+    return o.authorization_policy(
+        name,
+        ns=ns,
+        targetRefs=[{"kind": k, "group": groups.get(k, "gateway.networking.k8s.io"), "name": n} for k, n in refs],
+        rules=[{"to": [{"operation": {"methods": ["GET"]}}]}],
+    )
+
+
+def test_a_targetrefs_policy_follows_the_binding_of_its_service():
+    policy_key = Key(AUTHORIZATION_POLICIES, "default", "ap")
+    cluster, translator = started(
+        o.namespace("default"), o.gateway("wp"), o.service("web"), targeting(("Service", "web"))
+    )
+    assert waypoint_accepted(translator)[:2] == ("False", "AncestorNotBound")
+    assert not translator.authorizations  # nothing for ztunnel, and no ZtunnelAccepted
+
+    deltas = step(cluster, translator, o.namespace("default", {"istio.io/use-waypoint": "wp"}))
+    assert policy_key in deltas.conditions_changed
+    assert waypoint_accepted(translator) == ("True", "Accepted", "bound to default/wp")
+
+    step(cluster, translator, o.service("web", labels={"istio.io/use-waypoint": "none"}))  # the object's label wins
+    assert waypoint_accepted(translator)[:2] == ("False", "AncestorNotBound")
+    step(cluster, translator, o.service("web", labels={"istio.io/use-waypoint": "wp2"}))
+    assert "not ready" in waypoint_accepted(translator)[2]
+    step(cluster, translator, o.gateway("wp2", address="198.19.0.102"))  # the Service's waypoint becomes ready
+    assert waypoint_accepted(translator) == ("True", "Accepted", "bound to default/wp2")
+    step(cluster, translator, o.gateway("wp2", address="198.19.0.102", labels={"istio.io/waypoint-for": "workload"}))
+    assert waypoint_accepted(translator)[:2] == ("False", "AncestorNotBound")
+
+    step(cluster, translator, o.service("web"), delete=True)
+    assert waypoint_accepted(translator)[:2] == ("False", "TargetNotFound")
+    step(cluster, translator, o.service("web"))  # comes back, bound through the namespace again
+    assert waypoint_accepted(translator) == ("True", "Accepted", "bound to default/wp")
+
+
+def test_a_targetrefs_policy_follows_its_gateway():
+    cluster, translator = started(targeting(("Gateway", "wp")))
+    assert waypoint_accepted(translator)[:2] == ("False", "TargetNotFound")
+    step(cluster, translator, o.gateway("wp", address=None))
+    assert waypoint_accepted(translator)[:2] == ("False", "TargetNotFound")
+    assert "not ready" in waypoint_accepted(translator)[2]
+    step(cluster, translator, o.gateway("wp"))
+    assert waypoint_accepted(translator) == ("True", "Accepted", "bound to default/wp")
+    step(cluster, translator, o.gateway("wp", class_name="istio"))
+    assert "is not a waypoint" in waypoint_accepted(translator)[2]
+    step(cluster, translator, o.gateway("wp"), delete=True)
+    assert waypoint_accepted(translator)[:2] == ("False", "TargetNotFound")
+
+
+def test_a_policy_gaining_targetrefs_trades_ztunnel_accepted_for_waypoint_accepted():
+    cluster, translator = started(o.gateway("wp"))
+    step(cluster, translator, o.authorization_policy("ap", rules=[{}]))
+    assert [c["type"] for c in translator.conditions[Key(AUTHORIZATION_POLICIES, "default", "ap")]] == [
+        "ZtunnelAccepted"
+    ]
+    deltas = step(cluster, translator, targeting(("Gateway", "wp"), ("Service", "web")))
+    assert deltas.authorizations.removed == {"default/ap"}
+    assert waypoint_accepted(translator)[:2] == ("True", "PartiallyInvalid")
+    step(cluster, translator, o.service("web", labels={"istio.io/use-waypoint": "wp"}))
+    assert waypoint_accepted(translator) == ("True", "Accepted", "bound to default/wp")
+
+
+def test_a_service_change_the_binding_does_not_read_leaves_targeting_policies_alone(monkeypatch):
+    objs = [o.namespace("default", {"istio.io/use-waypoint": "wp"}), o.gateway("wp"), o.service("web")]
+    cluster, translator = started(*objs, targeting(("Service", "web")))
+    seen = []
+    original = translator._translate
+    monkeypatch.setattr(translator, "_translate", lambda key: seen.append(key) or original(key))
+    step(cluster, translator, o.service("web", ports=[{"name": "grpc", "port": 90, "targetPort": 9090}]))
+    assert seen == [Key(SERVICES, "default", "web")]
+    step(cluster, translator, o.service("web", labels={"team": "x"}))  # labels: the binding reads them
+    assert Key(AUTHORIZATION_POLICIES, "default", "ap") in seen
+
+
 # --- the incremental path never diverges from the full one ---------------------------------------
 
 # A small universe (few names, mostly one namespace) so that random steps often interact.
@@ -221,6 +304,56 @@ _AUTHORIZATION_POLICIES = st.builds(
     action=st.sampled_from(["ALLOW", "DENY", "AUDIT"]),
     rules=st.lists(_RULE, min_size=1, max_size=2),
 )
+# targetRefs policies: every kind of target, some cross-namespace (Invalid), some missing.
+_TARGET_REF = st.sampled_from(
+    [
+        {"kind": "Service", "group": "", "name": "s0"},
+        {"kind": "Service", "group": "", "name": "s0", "namespace": "b"},
+        {"kind": "ServiceEntry", "group": "networking.istio.io", "name": "se0"},
+        {"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "wp"},
+        {"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "wp2"},
+        {"kind": "GatewayClass", "group": "gateway.networking.k8s.io", "name": "istio-waypoint"},
+    ]
+)
+_TARGETED_POLICIES = st.builds(
+    o.authorization_policy,
+    st.sampled_from(["ap0", "ap1"]),
+    ns=st.sampled_from(["a", "a", "b", "istio-system"]),
+    action=st.sampled_from(["ALLOW", "DENY", "CUSTOM"]),
+    targetRefs=st.lists(_TARGET_REF, min_size=1, max_size=3),
+    rules=st.lists(_RULE, min_size=1, max_size=2),
+)
+_SERVICE_LABELS = st.builds(
+    _labels, st.sampled_from([{}, {}, {"gateway.istio.io/managed": "istio.io-mesh-controller"}]), _WAYPOINT_LABELS
+)
+_SERVICES = st.builds(
+    o.service,
+    st.just("s0"),
+    ns=_NS,
+    selector=st.sampled_from([None, {"app": "x"}, {"app": "x"}, {"app": "y"}, {"version": "v1"}]),
+    ports=st.sampled_from([None, [{"name": "http", "port": 80, "targetPort": "http"}]]),
+    cluster_ip=st.sampled_from(["198.19.0.1", "None"]),
+    labels=_SERVICE_LABELS,
+)
+_GATEWAYS = st.builds(
+    o.gateway,
+    st.sampled_from(["wp", "wp2"]),
+    ns=_NS,
+    address=st.sampled_from([None, "198.19.0.100", "198.19.0.101"]),
+    labels=st.sampled_from([{}, {"istio.io/waypoint-for": "workload"}, {"istio.io/waypoint-for": "all"}]),
+    class_name=st.sampled_from(["istio-waypoint", "istio-waypoint", "istio"]),
+    allowed_from=st.sampled_from([None, "All"]),
+)
+_SERVICE_ENTRIES = st.builds(
+    o.service_entry,
+    st.just("se0"),
+    ns=_NS,
+    labels=st.builds(_labels, _APP_LABELS, _WAYPOINT_LABELS),
+    hosts=st.sampled_from([["ext.example.com"], ["s0.a.svc.cluster.local"]]),
+    ports=st.just([{"number": 80, "name": "http"}]),
+    resolution=st.just("STATIC"),
+    endpoints=st.sampled_from([[], [{"address": "203.0.113.9", "labels": {"istio.io/use-waypoint": "wp"}}]]),
+)
 _PEER_AUTHENTICATIONS = st.builds(
     o.peer_authentication,
     st.sampled_from(["pa0", "pa1"]),
@@ -239,24 +372,10 @@ _OBJECTS = st.one_of(
     ),
     _PODS,
     _AUTHORIZATION_POLICIES,
+    _TARGETED_POLICIES,
     _PEER_AUTHENTICATIONS,
-    st.builds(
-        o.service,
-        st.just("s0"),
-        ns=_NS,
-        selector=st.sampled_from([None, {"app": "x"}, {"app": "x"}, {"app": "y"}, {"version": "v1"}]),
-        ports=st.sampled_from([None, [{"name": "http", "port": 80, "targetPort": "http"}]]),
-        cluster_ip=st.sampled_from(["198.19.0.1", "None"]),
-        labels=_WAYPOINT_LABELS,
-    ),
-    st.builds(
-        o.gateway,
-        st.sampled_from(["wp", "wp2"]),
-        ns=_NS,
-        address=st.sampled_from([None, "198.19.0.100", "198.19.0.101"]),
-        labels=st.sampled_from([{}, {"istio.io/waypoint-for": "workload"}, {"istio.io/waypoint-for": "all"}]),
-        allowed_from=st.sampled_from([None, "All"]),
-    ),
+    _SERVICES,
+    _GATEWAYS,
     st.builds(
         o.workload_entry,
         st.just("we0"),
@@ -266,16 +385,7 @@ _OBJECTS = st.one_of(
         address=st.sampled_from(["203.0.113.1", "vm.example.com"]),
         ports=st.just({"http": 7000}),
     ),
-    st.builds(
-        o.service_entry,
-        st.just("se0"),
-        ns=_NS,
-        labels=st.builds(_labels, _APP_LABELS, _WAYPOINT_LABELS),
-        hosts=st.sampled_from([["ext.example.com"], ["s0.a.svc.cluster.local"]]),
-        ports=st.just([{"number": 80, "name": "http"}]),
-        resolution=st.just("STATIC"),
-        endpoints=st.sampled_from([[], [{"address": "203.0.113.9", "labels": {"istio.io/use-waypoint": "wp"}}]]),
-    ),
+    _SERVICE_ENTRIES,
 )
 _OPERATIONS = st.tuples(st.sampled_from([False, False, True]), _OBJECTS)  # (delete?, object)
 
@@ -362,4 +472,64 @@ _POLICY_OBJECTS = st.one_of(
     st.lists(st.lists(st.tuples(st.sampled_from([False, False, True]), _POLICY_OBJECTS), max_size=3), max_size=8),
 )
 def test_policy_updates_never_diverge_from_rebuild(initial, batches):
+    _never_diverges(initial, batches)
+
+
+# targetRefs policies and what their WaypointAccepted reads: the targets, the namespaces whose labels
+# bind them, the waypoints they bind to. Mostly one namespace and labels that name a waypoint, so
+# that most steps change some policy's condition.
+_FOCUSED_WAYPOINT_LABELS = st.sampled_from(
+    [
+        {},
+        {"istio.io/use-waypoint": "wp"},
+        {"istio.io/use-waypoint": "wp"},
+        {"istio.io/use-waypoint": "wp2"},
+        {"istio.io/use-waypoint": "none"},
+        {"istio.io/use-waypoint": "wp", "istio.io/use-waypoint-namespace": "b"},
+    ]
+)
+_FOCUSED_TARGET_REF = st.one_of(st.just({"kind": "Service", "group": "", "name": "s0"}), _TARGET_REF)
+_WAYPOINT_POLICY_OBJECTS = st.one_of(
+    st.builds(
+        o.authorization_policy,
+        st.sampled_from(["ap0", "ap1"]),
+        ns=st.sampled_from(["a", "a", "a", "istio-system"]),
+        targetRefs=st.lists(_FOCUSED_TARGET_REF, min_size=1, max_size=2),
+    ),
+    st.builds(
+        o.service,
+        st.just("s0"),
+        ns=st.sampled_from(["a", "a", "a", "b"]),
+        labels=st.one_of(_FOCUSED_WAYPOINT_LABELS, st.just({"gateway.istio.io/managed": "istio.io-mesh-controller"})),
+    ),
+    st.builds(
+        o.service_entry,
+        st.just("se0"),
+        ns=st.sampled_from(["a", "a", "b"]),
+        labels=_FOCUSED_WAYPOINT_LABELS,
+        hosts=st.just(["ext.example.com"]),
+        ports=st.just([{"number": 80, "name": "http"}]),
+        resolution=st.just("STATIC"),
+    ),
+    st.builds(
+        o.gateway,
+        st.sampled_from(["wp", "wp", "wp2"]),
+        ns=st.sampled_from(["a", "a", "a", "b"]),
+        address=st.sampled_from([None, "198.19.0.100", "198.19.0.100"]),
+        labels=st.sampled_from([{}, {}, {"istio.io/waypoint-for": "workload"}]),
+        class_name=st.sampled_from(["istio-waypoint", "istio-waypoint", "istio"]),
+        allowed_from=st.sampled_from([None, "All"]),
+    ),
+    st.builds(o.namespace, st.sampled_from(["a", "a", "b"]), _FOCUSED_WAYPOINT_LABELS),
+)
+
+
+@_SETTINGS
+@given(
+    st.lists(_WAYPOINT_POLICY_OBJECTS, min_size=4, max_size=12),
+    st.lists(
+        st.lists(st.tuples(st.sampled_from([False, False, True]), _WAYPOINT_POLICY_OBJECTS), max_size=3), max_size=8
+    ),
+)
+def test_waypoint_policy_updates_never_diverge_from_rebuild(initial, batches):
     _never_diverges(initial, batches)
