@@ -158,6 +158,14 @@ def run(workloads: int, streams: int, processes: int, changes: int) -> dict:
         harness.running_ca(istiod),
     ):
         token = harness.create_node(istiod, "node-1")
+        with istiod.client() as client:  # node-1 hosts a pod of "default", so it enforces its policies
+            anchor = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "anchor"},
+                "spec": {"nodeName": "node-1", "containers": [{"name": "c"}]},
+            }
+            client.post("/api/v1/namespaces/default/pods", json=anchor).raise_for_status()
         token_file = Path(tmp) / "node-1.token"
         token_file.write_text(token)
         workloads = populate(istiod, workloads)
@@ -207,7 +215,7 @@ def main() -> None:
             f"{r['bytes_per_change']:>12.0f} {r['rss_mb']:>6.0f}MB"
         )
     if len(rows) > 1:
-        growth = rows[-1]["bytes_per_change"] / rows[0]["bytes_per_change"]
+        growth = rows[-1]["bytes_per_change"] / max(rows[0]["bytes_per_change"], 1)
         print(f"bytes per change, largest store / smallest store: {growth:.2f}")
 
 

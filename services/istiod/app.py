@@ -115,7 +115,10 @@ def create_app(settings: IstiodSettings) -> FastAPI:
             comp.ready = False
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # Bounded: shutting down must not hang on a stuck connection (SIGTERM means stop).
+            _, stuck = await asyncio.wait(tasks, timeout=5)
+            if stuck:
+                log.warning("tasks did not stop in time", extra={"tasks": [t.get_name() for t in stuck]})
             engine.dispose()
 
     # istiod has its own metrics; FastAPI's OpenTelemetry hooks would only cost time per request.

@@ -9,6 +9,7 @@ thanks to revision-numbered entry IDs, nothing duplicated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from redis.asyncio import Redis
@@ -78,7 +79,8 @@ class Relay:
                     log.warning("relay lost Redis: %s", e)
                 self.connected = False
             finally:
-                await redis.aclose()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(redis.aclose(), 2)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
