@@ -9,6 +9,7 @@ something was written.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -126,13 +127,14 @@ class Repository:
         opts: WriteOptions,
         *,
         status: bool = False,
+        guard: Callable[[Json, Json], None] | None = None,
     ) -> Stored:
         """PUT: the whole object (or only its status with `status=True`)."""
         body = _check_envelope(kind, body)
         _check_name(body, name)
         _set_namespace(kind, body, namespace)
         return await self.writer.submit(
-            lambda txn: self._update(txn, kind, namespace, name, body, opts, status), dry_run=opts.dry_run
+            lambda txn: self._update(txn, kind, namespace, name, body, opts, status, guard), dry_run=opts.dry_run
         )
 
     async def patch(
@@ -146,6 +148,7 @@ class Repository:
         *,
         status: bool = False,
         force: bool = False,
+        guard: Callable[[Json, Json], None] | None = None,
     ) -> Stored:
         """PATCH with a merge, strategic-merge, JSON or apply patch."""
         if content_type == PATCH_STRATEGIC and not kind.strategic_merge:
@@ -169,7 +172,7 @@ class Repository:
             _check_envelope(kind, patched)
             _check_name(patched, name)
             _set_namespace(kind, patched, namespace)
-            return self._update(txn, kind, namespace, name, patched, opts, status)
+            return self._update(txn, kind, namespace, name, patched, opts, status, guard)
 
         return await self.writer.submit(mutate, dry_run=opts.dry_run)
 
@@ -233,6 +236,7 @@ class Repository:
         body: Json,
         opts: WriteOptions,
         status: bool,
+        guard: Callable[[Json, Json], None] | None = None,
     ) -> Stored:
         current = txn.get(kind.key, namespace, name)
         if current is None:
@@ -275,6 +279,8 @@ class Repository:
         _apply_defaults(kind, obj)
         if not status:
             self.admission.before_update(txn, kind, obj, current)
+        if guard is not None:
+            guard(old, obj)  # a node's write: may it change this object this way?
         if any(obj.get(f) != old.get(f) for f in kind.spec_fields):
             obj["metadata"]["generation"] = int(old["metadata"].get("generation") or 1) + 1
         if _same_content(obj, old):

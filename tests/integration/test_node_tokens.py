@@ -66,3 +66,42 @@ def test_a_node_token_reads_the_api_until_rotated_or_deleted(istiod: harness.Ist
         admin.delete("/api/v1/nodes/tok-life")
     with istiod.client(token=fresh) as gone:
         assert gone.get("/api/v1/pods").status_code == 401
+
+
+def test_a_node_writes_only_what_node_restriction_allows(istiod: harness.Istiod) -> None:
+    token = harness.create_node(istiod, "tok-writer")
+    merge = {"Content-Type": "application/merge-patch+json"}
+    pods = "/api/v1/namespaces/default/pods"
+    with istiod.client() as admin:
+        for name, node in (("mine", "tok-writer"), ("theirs", "other-node"), ("loose", None)):
+            spec = {"containers": [{"name": "c"}], **({"nodeName": node} if node else {})}
+            admin.post(pods, json={"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+    with istiod.client(token=token) as node:
+        assert (
+            node.patch(f"{pods}/mine/status", json={"status": {"phase": "Running"}}, headers=merge).status_code == 200
+        )
+        assert (
+            node.patch(f"{pods}/theirs/status", json={"status": {"phase": "Running"}}, headers=merge).status_code == 403
+        )
+        redirect = {"metadata": {"annotations": {"ambient.istio.io/redirection": "enabled"}}}
+        assert node.patch(f"{pods}/mine", json=redirect, headers=merge).status_code == 200
+        assert node.patch(f"{pods}/theirs", json=redirect, headers=merge).status_code == 403
+        relabel = {"metadata": {"labels": {"app": "evil"}}}
+        assert node.patch(f"{pods}/mine", json=relabel, headers=merge).status_code == 403
+        other_note = {"metadata": {"annotations": {"example.com/x": "y"}}}
+        assert node.patch(f"{pods}/mine", json=other_note, headers=merge).status_code == 403
+        bind = {"spec": {"nodeName": "tok-writer"}}
+        assert node.patch(f"{pods}/loose", json=bind, headers=merge).status_code == 200
+        assert node.patch(f"{pods}/theirs", json=bind, headers=merge).status_code in (403, 422)
+        assert node.delete(f"{pods}/mine").status_code == 403
+        assert (
+            node.patch(
+                "/api/v1/nodes/tok-writer/status", json={"status": {"phase": "Running"}}, headers=merge
+            ).status_code
+            == 200
+        )
+        assert node.patch("/api/v1/nodes/other-node/status", json={"status": {}}, headers=merge).status_code == 403
+    with istiod.client() as admin:
+        for name in ("mine", "theirs", "loose"):
+            admin.delete(f"{pods}/{name}")
+        admin.delete("/api/v1/nodes/tok-writer")

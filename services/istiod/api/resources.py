@@ -27,6 +27,7 @@ from mesh.selectors import (
 
 from .. import errors
 from ..auth import Principal, may
+from ..node_restriction import Guard, guard_for, node_of
 from ..nodes import NodeService
 from ..repository import STRICT, Preconditions, Repository, WriteOptions
 from ..store.history import History
@@ -158,9 +159,12 @@ class ResourceHandler:
             kind_label = target.kind.resource
             watch = request.method == "GET" and query_flag(request, "watch")
             verb = _verb(request.method, target, watch)
+            guard = None
             if not may(principal, verb):
-                raise errors.forbidden(principal.user, verb, target.kind, target.namespace, target.name or "")
-            response = await self._dispatch(request, target, verb)
+                if node_of(principal) is None:
+                    raise errors.forbidden(principal.user, verb, target.kind, target.namespace, target.name or "")
+                guard = guard_for(principal, target.kind.key, target.subresource, verb, target.name)
+            response = await self._dispatch(request, target, verb, guard)
             return response
         except errors.ApiError as e:
             response = error_response(e)
@@ -175,7 +179,7 @@ class ResourceHandler:
             raise errors.path_not_found()
         return json_response(body)
 
-    async def _dispatch(self, request: Request, target: Target, verb: str) -> Response:
+    async def _dispatch(self, request: Request, target: Target, verb: str, guard: Guard | None = None) -> Response:
         kind, ns, name = target.kind, target.scope_namespace, target.name
         if target.subresource == "token":
             if verb != "create":
@@ -200,7 +204,9 @@ class ResourceHandler:
         if verb == "update":
             opts = _write_options(request)
             body = await read_body(request)
-            obj = await self.repo.replace(kind, ns, name, body, opts, status=target.subresource == "status")
+            obj = await self.repo.replace(
+                kind, ns, name, body, opts, status=target.subresource == "status", guard=guard
+            )
             return json_response(obj.json, warnings=opts.warnings)
         if verb == "patch":
             opts = _write_options(request)
@@ -215,6 +221,7 @@ class ResourceHandler:
                 opts,
                 status=target.subresource == "status",
                 force=query_flag(request, "force"),
+                guard=guard,
             )
             return json_response(obj.json, warnings=opts.warnings)
         if verb == "delete":
