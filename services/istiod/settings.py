@@ -31,7 +31,7 @@ class IstiodSettings(CommonSettings):
     insecure_http: bool = Field(False, description="serve plain HTTP instead of TLS (local debugging only)")
     tls_san: list[str] = Field(default_factory=list, description="extra DNS names or IPs for the serving certificate")
     token_auth_file: Path | None = Field(None, description='static tokens: token,user,uid,"groups"')
-    service_cidr: str = Field("198.19.0.0/16", description="range Service cluster IPs are allocated from")
+    service_cidr: str = Field("198.19.0.0/17", description="range Service cluster IPs are allocated from")
     node_token_ttl: int = Field(365 * 24 * 3600, ge=600, description="lifetime in seconds of node tokens")
     watch_history: int = Field(50_000, ge=100, description="revisions kept for resuming watches")
     bookmark_interval: float = Field(30.0, gt=0, description="seconds between watch bookmarks")

@@ -192,7 +192,7 @@ def test_every_field_is_a_flag(clean_env: pytest.MonkeyPatch, capsys: pytest.Cap
 
 def test_defaults_without_flags_or_environment(clean_env: pytest.MonkeyPatch) -> None:
     s = parse([])
-    assert (s.listen, s.service_cidr, s.insecure_http, s.tls_san) == ("127.0.0.1:6443", "198.19.0.0/16", False, [])
+    assert (s.listen, s.service_cidr, s.insecure_http, s.tls_san) == ("127.0.0.1:6443", "198.19.0.0/17", False, [])
     assert s.effective_database_url == f"sqlite:///{s.state_dir / 'istiod.db'}"
 
 
