@@ -125,6 +125,54 @@ def _cmd_xds_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    import json
+
+    from .cluster import manager, network
+
+    state = _state_dir(args.state_dir)
+
+    def progress(message: str) -> None:
+        print(f"==> {message}", flush=True)
+
+    try:
+        if args.cluster_command == "up":
+            manager.up(state, args.nodes, progress)
+            print(f"cluster up: {args.nodes} node(s). Use it with: export KUBECONFIG={state / 'kubeconfig'}")
+        elif args.cluster_command == "down":
+            left = manager.down(state, progress)
+            if left:
+                print("could not remove:\n  " + "\n  ".join(left), file=sys.stderr)
+                return 1
+            print("cluster down: every namespace, link, route and process it made is gone")
+        else:
+            print(json.dumps(manager.status(state), indent=2))
+    except network.ClusterError as e:
+        print(f"meshctl: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_exec(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from mesh import netns
+
+    with _client(args) as client:
+        response = client.get(f"/api/v1/namespaces/{args.namespace}/pods/{args.pod}")
+    if response.status_code != 200:
+        print(f"meshctl: pod {args.namespace}/{args.pod}: {response.json().get('message')}", file=sys.stderr)
+        return 1
+    name = f"mesh-pod-{response.json()['metadata']['uid'].replace('-', '')[:12]}"
+    if not netns.exists(name):
+        print(
+            f"meshctl: pod {args.namespace}/{args.pod} has no network namespace here (is it running?)", file=sys.stderr
+        )
+        return 1
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    return subprocess.run(["ip", "netns", "exec", name, *command]).returncode
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meshctl", description="Operate the mesh: kubeconfig, clusters, waypoints, diagnostics."
@@ -179,6 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--xds-admin", default=os.environ.get("MESH_XDS_ADMIN", "http://127.0.0.1:15011"))
     ps.add_argument("-o", "--output", choices=["table", "json"], default="table")
     ps.set_defaults(func=_cmd_proxy_status)
+    cl = sub.add_parser("cluster", help="a local multi-node cluster of network namespaces (needs root)")
+    cl.add_argument("cluster_command", choices=["up", "down", "status"])
+    cl.add_argument("--nodes", type=int, default=2)
+    cl.add_argument("--state-dir", help="where the cluster keeps its state (env MESH_STATE_DIR)")
+    cl.set_defaults(func=_cmd_cluster)
+    ex = xsub.add_parser("exec", help="run a command inside a pod's network namespace (like kubectl exec)")
+    ex.add_argument("pod")
+    ex.add_argument("-n", "--namespace", default="default")
+    ex.add_argument("--state-dir", help="istiod's state directory (env MESH_STATE_DIR)")
+    ex.add_argument("--kubeconfig", help="use this kubeconfig instead of the state directory")
+    ex.add_argument("command", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=_cmd_exec)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""`meshctl cluster`: a multi-node cluster of network namespaces on one Linux host."""

@@ -1,0 +1,78 @@
+"""Starting and stopping the cluster's processes, tracked by PID and command line.
+
+A PID is only signalled when /proc/<pid>/cmdline still shows the command we started: a PID that
+was reused by something else after a crash is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Process:
+    name: str
+    pid: int
+    argv: list[str]
+    netns: str = ""  # empty: the root namespace
+    log: str = ""
+
+    def alive(self) -> bool:
+        try:
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        # The program path appears as one of the first arguments (after `ip netns exec NS`, or the
+        # interpreter when it was started as a script).
+        program = self.argv[0].encode()
+        return any(part == program for part in cmdline[:6])
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def available(program: str) -> bool:
+    return (BIN / program).exists()
+
+
+def start(name: str, program: str, args: list[str], log: Path, netns: str = "") -> Process:
+    argv = [str(BIN / program), *args]
+    cmd = ["ip", "netns", "exec", netns, *argv] if netns else argv
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    return Process(name, proc.pid, argv, netns, str(log))
+
+
+def stop(process: Process, grace: float = 10.0) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds; True when it is gone."""
+    if not process.alive():
+        return True
+    os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not process.alive():
+            _reap(process.pid)
+            return True
+        time.sleep(0.1)
+    if process.alive():
+        os.kill(process.pid, signal.SIGKILL)
+        time.sleep(0.2)
+    _reap(process.pid)
+    return not process.alive()
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):  # not our child (started by an earlier meshctl)
+        os.waitpid(pid, os.WNOHANG)
