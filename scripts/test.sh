@@ -8,7 +8,11 @@ cd "$ROOT"
 
 bootstrap_python
 require=()
-[ "$(id -u)" = 0 ] && require+=(root)
+if [ "$(id -u)" = 0 ]; then
+  require+=(root)
+  # The node tests build real namespaces, bridges and in-pod rules.
+  apt_install iproute2 iptables containernetworking-plugins || warn "could not install the data-plane packages"
+fi
 ensure_redis && require+=(redis) || warn "no Redis: tests that need it will be skipped"
 ensure_postgres && require+=(postgres) || warn "no PostgreSQL: tests that need it will be skipped"
 command -v kubectl >/dev/null && require+=(kubectl) || warn "no kubectl: interop tests will be skipped"
