@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mesh.resources.base import forbidden, invalid
-from mesh.resources.core import NAMESPACE, POD, SERVICE, SERVICE_ACCOUNT
+from mesh.resources.core import NAMESPACE, NODE, POD, SERVICE, SERVICE_ACCOUNT
 from mesh.resources.kind import ResourceKind
 from mesh.resources.registry import Registry
 
@@ -60,6 +60,28 @@ class Admission:
             raise errors.not_found(NAMESPACE, ns)
         if kind is SERVICE:
             self._allocate_service(txn, obj, None)
+        elif kind is POD and not (obj.get("spec") or {}).get("nodeName"):
+            self._schedule(txn, obj)
+
+    def _schedule(self, txn: Txn, pod: Json) -> None:
+        """Bind a pod created without `spec.nodeName` to the schedulable Node running the fewest
+        pods (ties by name). A minimal scheduler: no resources, affinity or taints; with no Node
+        the pod stays Pending, as in Kubernetes."""
+        selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+        candidates = [
+            n
+            for n in txn.list(NODE.key)
+            if not (n.data.get("spec") or {}).get("unschedulable")
+            and all((n.data["metadata"].get("labels") or {}).get(k) == v for k, v in selector.items())
+        ]
+        if not candidates:
+            return
+        load = {n.name: 0 for n in candidates}
+        for other in txn.list(POD.key):
+            node = (other.data.get("spec") or {}).get("nodeName")
+            if node in load and (other.data.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+                load[node] += 1
+        pod["spec"]["nodeName"] = min(load, key=lambda name: (load[name], name))
 
     def after_create(self, txn: Txn, kind: ResourceKind, obj: Json) -> None:
         """Objects that come with a new one: every namespace gets a `default` ServiceAccount."""

@@ -380,3 +380,33 @@ def test_pod_metadata_and_status_are_not_the_specs_business(running_pod: Txn) ->
     body["metadata"]["labels"] = {"app": "web"}
     body["status"] = {"phase": "Running"}
     assert update(admission(), running_pod, POD, body).data["metadata"]["labels"] == {"app": "web"}
+
+
+def test_pods_without_a_node_are_bound_to_the_least_loaded_schedulable_node() -> None:
+    adm = admission("198.19.0.0/17")
+    txn = Txn(Index(), 1)
+    for name, extra in (("node-a", {}), ("node-b", {}), ("node-c", {"unschedulable": True})):
+        txn.write(NODE.key, "", name, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": extra})
+    placed = []
+    for i in range(4):
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"p{i}", "namespace": "default"},
+            "spec": {"containers": [{"name": "c"}]},
+        }
+        txn.write(
+            "namespaces", "", "default", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}
+        )
+        adm.before_create(txn, POD, pod)
+        txn.write(POD.key, "default", f"p{i}", pod)
+        placed.append(pod["spec"]["nodeName"])
+    assert placed == ["node-a", "node-b", "node-a", "node-b"]  # never the unschedulable one
+    pinned = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "pinned", "namespace": "default"},
+        "spec": {"nodeName": "node-c", "containers": [{"name": "c"}]},
+    }
+    adm.before_create(txn, POD, pinned)
+    assert pinned["spec"]["nodeName"] == "node-c"  # an explicit choice is kept
