@@ -11,7 +11,8 @@ require=()
 if [ "$(id -u)" = 0 ]; then
   require+=(root)
   # The node tests build real namespaces, bridges and in-pod rules.
-  apt_install iproute2 iptables containernetworking-plugins || warn "could not install the data-plane packages"
+  apt_install iproute2 iptables containernetworking-plugins util-linux || warn "could not install the data-plane packages"
+  [ -x /usr/lib/cni/bridge ] && require+=(cni-plugins)
 fi
 ensure_redis && require+=(redis) || warn "no Redis: tests that need it will be skipped"
 ensure_postgres && require+=(postgres) || warn "no PostgreSQL: tests that need it will be skipped"

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from mesh import netns
 
 from .. import kubeconfig
 from . import network, topology
-from .processes import Process, available, start, stop
+from .processes import BIN, Process, available, start, stop
 
 Progress = Callable[[str], None]
 STATE_FILE = "cluster.json"
@@ -203,6 +204,7 @@ def down(state_dir: Path, progress: Progress) -> list[str]:
             progress(f"stopping {proc.name} (pid {proc.pid})")
             if not stop(proc):
                 left.append(f"process {proc.name} (pid {proc.pid})")
+    _cleanup_pods(state_dir, state, progress)
     pods = _pod_namespaces(state_dir)
     left += network.teardown(pods, max(state.nodes, _node_dirs(state_dir)), progress)
     for d in (state_dir / "nodes").glob("node-*/cni/ipam") if (state_dir / "nodes").exists() else []:
@@ -212,6 +214,33 @@ def down(state_dir: Path, progress: Progress) -> list[str]:
     if not left:
         (state_dir / STATE_FILE).unlink(missing_ok=True)
     return left
+
+
+def _cleanup_pods(state_dir: Path, state: ClusterState, progress: Progress) -> None:
+    """Let each node's runtime stop its pods and release their addresses (CNI DEL), as a kubelet
+    would; whatever it cannot do, the namespace removal below still does."""
+    if not available("mesh-runtime"):
+        return
+    for node in topology.nodes(max(state.nodes, 1)) if state.nodes else []:
+        ndir = node_dir(state_dir, node)
+        if not (ndir / "runtime").exists() or not netns.exists(node.netns):
+            continue
+        progress(f"{node.name}: stopping its pods")
+        subprocess.run(
+            [
+                "nsenter",
+                f"--net=/var/run/netns/{node.netns}",
+                "--",
+                str(BIN / "mesh-runtime"),
+                "--cleanup",
+                "--node",
+                node.name,
+                "--state-dir",
+                str(ndir),
+            ],
+            capture_output=True,
+            timeout=120,
+        )
 
 
 def _pod_namespaces(state_dir: Path) -> list[str]:

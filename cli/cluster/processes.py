@@ -46,7 +46,9 @@ def available(program: str) -> bool:
 
 def start(name: str, program: str, args: list[str], log: Path, netns: str = "") -> Process:
     argv = [str(BIN / program), *args]
-    cmd = ["ip", "netns", "exec", netns, *argv] if netns else argv
+    # nsenter, not `ip netns exec`: the latter gives the process a private mount namespace, in
+    # which network namespaces it creates (pods) would be invisible to every other process.
+    cmd = ["nsenter", f"--net=/var/run/netns/{netns}", "--", *argv] if netns else argv
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(

@@ -1,0 +1,1 @@
+"""The node data plane: ztunnel, the CNI plugin and node agent, the pod runtime, waypoints."""
