@@ -41,6 +41,10 @@ class CaClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel (the certificate manager calls this when it stops)."""
         await self.channel.close()
 
     async def create_certificate(

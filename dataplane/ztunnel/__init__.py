@@ -1,0 +1,1 @@
+"""ztunnel: the node proxy of the ambient mesh (DESIGN §7, §8; modelled on istio/ztunnel)."""
