@@ -17,6 +17,8 @@ from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
 Validator = Callable[[str, str, any_pb2.Any], str | None]  # (type, name, resource) -> error or None
+# (type, updated {name: resource}, removed names) -> rejections ("name: reason"); the accepted rest is kept
+Applier = Callable[[str, dict[str, any_pb2.Any], set[str]], list[str]]
 
 
 @dataclass
@@ -48,11 +50,13 @@ class DeltaClient:
         token: str | None = None,
         validator: Validator | None = None,
         metadata: dict[str, str] | None = None,
+        applier: Applier | None = None,
     ):
         self.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
         self.node_id = node_id
         self.token = token
         self.validator = validator
+        self.applier = applier
         self.node_metadata = metadata or {}
         self.types: dict[str, TypeState] = {}
         self.wildcard: dict[str, bool] = {}
@@ -110,8 +114,13 @@ class DeltaClient:
 
     def _apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> discovery_pb2.DeltaDiscoveryRequest:
         state = self.types.setdefault(response.type_url, TypeState())
-        errors = []
-        if self.validator is not None:
+        errors: list[str] = []
+        if self.applier is not None:
+            # The consumer applies what it can and names what it refused (ztunnel's behaviour:
+            # good resources are kept, the NACK lists the bad ones).
+            updated = {r.name: r.resource for r in response.resources}
+            errors = self.applier(response.type_url, updated, set(response.removed_resources))
+        elif self.validator is not None:
             for r in response.resources:
                 problem = self.validator(response.type_url, r.name, r.resource)
                 if problem:
@@ -121,15 +130,20 @@ class DeltaClient:
         if errors:
             state.nacked += 1
             ack.error_detail.CopyFrom(status_pb2.Status(code=3, message="; ".join(errors)))
-            return ack  # a NACK keeps the last good state
+            if self.applier is None:
+                return ack  # a NACK keeps the last good state
+        refused = {e.split(":", 1)[0] for e in errors}
         for r in response.resources:
+            if r.name in refused:
+                continue
             state.resources[r.name] = Held(r.version, r.resource)
             for alias in r.aliases:
                 state.aliases[alias] = r.name
         for name in response.removed_resources:
             state.resources.pop(name, None)
             state.aliases.pop(name, None)
-        state.acked += 1
+        if not errors:
+            state.acked += 1
         state.system_version = response.system_version_info
         return ack
 
