@@ -1,0 +1,1 @@
+"""mesh-node-agent: pod cache, enrollment, in-pod capture, the plugin socket and the ZDS server."""
