@@ -204,6 +204,7 @@ def down(state_dir: Path, progress: Progress) -> list[str]:
             progress(f"stopping {proc.name} (pid {proc.pid})")
             if not stop(proc):
                 left.append(f"process {proc.name} (pid {proc.pid})")
+    _uninstall_agents(state_dir, state, progress)
     _cleanup_pods(state_dir, state, progress)
     pods = _pod_namespaces(state_dir)
     left += network.teardown(pods, max(state.nodes, _node_dirs(state_dir)), progress)
@@ -214,6 +215,26 @@ def down(state_dir: Path, progress: Progress) -> list[str]:
     if not left:
         (state_dir / STATE_FILE).unlink(missing_ok=True)
     return left
+
+
+def _node_tool(node: topology.NodePlan, program: str, args: list[str]) -> None:
+    subprocess.run(
+        ["nsenter", f"--net=/var/run/netns/{node.netns}", "--", str(BIN / program), *args],
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def _uninstall_agents(state_dir: Path, state: ClusterState, progress: Progress) -> None:
+    """Remove the in-pod rules and annotations each node agent installed (after it stopped, so it
+    does not capture the pods again)."""
+    if not available("mesh-node-agent"):
+        return
+    for node in topology.nodes(state.nodes) if state.nodes else []:
+        ndir = node_dir(state_dir, node)
+        if (ndir / "token").exists() and netns.exists(node.netns):
+            progress(f"{node.name}: removing in-pod redirection")
+            _node_tool(node, "mesh-node-agent", ["--uninstall", "--state-dir", str(ndir)])
 
 
 def _cleanup_pods(state_dir: Path, state: ClusterState, progress: Progress) -> None:

@@ -134,3 +134,41 @@ def test_pods_on_two_nodes_reach_each_other(cluster: Path) -> None:
         assert phase == "Succeeded"  # node-1's pod fetched a page from node-2's pod across the underlay
         for name in ("web-2", "probe-1"):
             client.delete(f"/api/v1/namespaces/default/pods/{name}")
+
+
+def test_labelling_the_namespace_captures_its_pods_without_restarting_them(cluster: Path) -> None:
+    with api(cluster) as client:
+        client.post(
+            "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "capture"}}
+        ).raise_for_status()
+        pods = "/api/v1/namespaces/capture/pods"
+        for name, node in (("a", "node-1"), ("b", "node-2")):
+            body = server_pod(name, node)
+            client.post(pods, json=body).raise_for_status()
+        before = {n: wait_running(client, "capture", n)["status"]["containerStatuses"][0] for n in ("a", "b")}
+        client.patch(
+            "/api/v1/namespaces/capture",
+            json={"metadata": {"labels": {"istio.io/dataplane-mode": "ambient"}}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).raise_for_status()
+        deadline = time.monotonic() + 5
+        annotated: dict = {}
+        while time.monotonic() < deadline:
+            annotated = {n: (client.get(f"{pods}/{n}").json()["metadata"].get("annotations") or {}) for n in ("a", "b")}
+            if all(a.get("ambient.istio.io/redirection") == "enabled" for a in annotated.values()):
+                break
+            time.sleep(0.1)
+        assert all(a.get("ambient.istio.io/redirection") == "enabled" for a in annotated.values()), annotated
+        for name in ("a", "b"):
+            pod = client.get(f"{pods}/{name}").json()
+            netns_name = f"mesh-pod-{pod['metadata']['uid'].replace('-', '')[:12]}"
+            rules = subprocess.run(
+                ["nsenter", f"--net=/var/run/netns/{netns_name}", "--", "iptables-save", "-t", "nat"],
+                capture_output=True,
+                text=True,
+            ).stdout
+            assert "ISTIO_OUTPUT" in rules and "--to-ports 15001" in rules, rules
+            status = pod["status"]["containerStatuses"][0]
+            assert status["restartCount"] == before[name]["restartCount"] == 0
+            assert status["containerID"] == before[name]["containerID"]  # same process: mesh://{pid}
+        client.delete("/api/v1/namespaces/capture")
