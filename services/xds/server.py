@@ -42,7 +42,11 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             peer = await authenticate(context, self.nodes)
         except Unauthenticated as e:
             log.info("stream refused", extra={"peer": context.peer(), "reason": e.reason})
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "authentication failed")
+            # Ending the stream with a status (rather than abort() inside the generator) reaches
+            # the client as UNAUTHENTICATED even when its requests are already in flight.
+            context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+            context.set_details("authentication failed")
+            return
         conn = self.hub.new_connection(peer)
         log.info("stream opened", extra={"stream": conn.id, "peer": peer.describe()})
         reader = asyncio.create_task(self._read(conn, request_iterator))
@@ -77,7 +81,11 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
             peer = await authenticate(context, self.nodes)
         except Unauthenticated as e:
             log.info("stream refused", extra={"peer": context.peer(), "reason": e.reason})
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "authentication failed")
+            # Ending the stream with a status (rather than abort() inside the generator) reaches
+            # the client as UNAUTHENTICATED even when its requests are already in flight.
+            context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+            context.set_details("authentication failed")
+            return
         conn = self.hub.new_connection(peer, sotw_stream=True)
         assert isinstance(conn, SotwConnection)
         log.info("stream opened", extra={"stream": conn.id, "peer": peer.describe(), "protocol": "sotw"})
