@@ -70,6 +70,7 @@ def up(state_dir: Path, count: int, progress: Progress) -> ClusterState:
     if os.geteuid() != 0:
         raise network.ClusterError("cluster up needs root (network namespaces, veths, routes)")
     topology.nodes(count)
+    _ensure_packages(progress)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state = ClusterState.load(state_dir)
     if state.network and state.nodes != count:
@@ -91,6 +92,23 @@ def up(state_dir: Path, count: int, progress: Progress) -> ClusterState:
     path = kubeconfig.write_kubeconfig(state_dir, server=ISTIOD)
     progress(f"kubeconfig written to {path}")
     return state
+
+
+REQUIRED = {"/usr/lib/cni/bridge": "containernetworking-plugins", "/usr/sbin/iptables": "iptables",
+            "/usr/bin/nsenter": "util-linux"}
+
+
+def _ensure_packages(progress: Progress) -> None:
+    """Install the Debian packages the nodes need (CNI plugins, iptables) when they are missing."""
+    missing = sorted({pkg for path, pkg in REQUIRED.items() if not Path(path).exists()})
+    if not missing:
+        return
+    progress(f"installing {' '.join(missing)} (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            raise network.ClusterError(f"could not install {' '.join(missing)}: {result.stderr.strip()[-300:]}")
 
 
 def _control_plane(state_dir: Path, state: ClusterState, progress: Progress) -> None:
