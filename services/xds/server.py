@@ -38,19 +38,41 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        async for response in self._stream(context, request_iterator, sotw_stream=False):
+            yield response
+
+    async def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        async for response in self._stream(context, request_iterator, sotw_stream=True):
+            yield response
+
+    async def _stream(
+        self, context: grpc.aio.ServicerContext, requests: AsyncIterator, *, sotw_stream: bool
+    ) -> AsyncIterator:
+        """One stream of either protocol: authenticate, then relay what the stream's pump queues
+        while a reader folds the client's requests into the hub."""
+        protocol = "sotw" if sotw_stream else "delta"
         try:
             peer = await authenticate(context, self.nodes)
         except Unauthenticated as e:
             log.info("stream refused", extra={"peer": context.peer(), "reason": e.reason})
-            # Ending the stream with a status (rather than abort() inside the generator) reaches
-            # the client as UNAUTHENTICATED even when its requests are already in flight.
+            # Take the client's first request before ending the stream: a gRPC Python client whose
+            # send races with the end of the call reports INTERNAL instead of our status.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(anext(aiter(requests)), 1.0)
             context.set_code(grpc.StatusCode.UNAUTHENTICATED)
             context.set_details("authentication failed")
             return
-        conn = self.hub.new_connection(peer)
-        log.info("stream opened", extra={"stream": conn.id, "peer": peer.describe()})
-        reader = asyncio.create_task(self._read(conn, request_iterator))
-        pump = asyncio.create_task(self.hub.pump(conn))
+        conn = self.hub.new_connection(peer, sotw_stream=sotw_stream)
+        log.info("stream opened", extra={"stream": conn.id, "peer": peer.describe(), "protocol": protocol})
+        if sotw_stream:
+            assert isinstance(conn, SotwConnection)
+            reader = asyncio.create_task(self._read_sotw(conn, requests))
+            pump = asyncio.create_task(self.hub.pump_sotw(conn))
+        else:
+            reader = asyncio.create_task(self._read(conn, requests))
+            pump = asyncio.create_task(self.hub.pump(conn))
         try:
             while True:
                 getter = asyncio.create_task(conn.out.get())
@@ -66,47 +88,13 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self.hub.drop(conn)
-            log.info("stream closed", extra={"stream": conn.id, "peer": peer.describe()})
+            log.info("stream closed", extra={"stream": conn.id, "peer": peer.describe(), "protocol": protocol})
 
     async def _read(self, conn: Connection, requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]) -> None:
         async for request in requests:
             if request.HasField("node") and not conn.node_id:
                 conn.node_id = request.node.id
             self.hub.on_request(conn, request.type_url, from_message(request))
-
-    async def StreamAggregatedResources(
-        self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        try:
-            peer = await authenticate(context, self.nodes)
-        except Unauthenticated as e:
-            log.info("stream refused", extra={"peer": context.peer(), "reason": e.reason})
-            # Ending the stream with a status (rather than abort() inside the generator) reaches
-            # the client as UNAUTHENTICATED even when its requests are already in flight.
-            context.set_code(grpc.StatusCode.UNAUTHENTICATED)
-            context.set_details("authentication failed")
-            return
-        conn = self.hub.new_connection(peer, sotw_stream=True)
-        assert isinstance(conn, SotwConnection)
-        log.info("stream opened", extra={"stream": conn.id, "peer": peer.describe(), "protocol": "sotw"})
-        reader = asyncio.create_task(self._read_sotw(conn, request_iterator))
-        pump = asyncio.create_task(self.hub.pump_sotw(conn))
-        try:
-            while True:
-                getter = asyncio.create_task(conn.out.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    yield getter.result()
-                    continue
-                getter.cancel()
-                break  # the client closed its side
-        finally:
-            for task in (reader, pump):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            self.hub.drop(conn)
-            log.info("stream closed", extra={"stream": conn.id, "peer": peer.describe(), "protocol": "sotw"})
 
     async def _read_sotw(self, conn: SotwConnection, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> None:
         async for request in requests:
