@@ -173,6 +173,25 @@ def _cmd_exec(args: argparse.Namespace) -> int:
     return subprocess.run(["ip", "netns", "exec", name, *command]).returncode
 
 
+def _cmd_ztunnel_config(args: argparse.Namespace) -> int:
+    import json
+
+    from . import ztunnel_config as zc
+
+    try:
+        if args.file:
+            dump = json.loads(Path(args.file).read_text())
+        else:
+            state = _state_dir(args.state_dir)
+            node = args.node or zc.default_node(state)
+            dump = zc.fetch(zc.admin_url(state, node, args.proxy_admin_port))
+    except (zc.ZtunnelConfigError, OSError, ValueError) as e:
+        print(f"meshctl: {e}", file=sys.stderr)
+        return 1
+    print(zc.render(dump, args.what, args.output))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="meshctl", description="Operate the mesh: kubeconfig, clusters, waypoints, diagnostics."
@@ -239,7 +258,27 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--kubeconfig", help="use this kubeconfig instead of the state directory")
     ex.add_argument("command", nargs=argparse.REMAINDER)
     ex.set_defaults(func=_cmd_exec)
+    zc = sub.add_parser(
+        "ztunnel-config", aliases=["zc"], help="a node's ztunnel configuration (its /config_dump), like istioctl's"
+    )
+    zc.add_argument(
+        "what",
+        choices=_ztunnel_config_choices(),
+        help="workloads, services, policies, certificates, connections or all",
+    )
+    zc.add_argument("--node", help="the node whose ztunnel to ask (default: the first node)")
+    zc.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    zc.add_argument("-f", "--file", help="read a saved config_dump instead of asking a ztunnel")
+    zc.add_argument("--proxy-admin-port", type=int, default=15000, help="ztunnel's admin port")
+    zc.add_argument("--state-dir", help="the cluster's state directory (env MESH_STATE_DIR)")
+    zc.set_defaults(func=_cmd_ztunnel_config)
     return parser
+
+
+def _ztunnel_config_choices() -> list[str]:
+    from .ztunnel_config import choices
+
+    return choices()
 
 
 def main(argv: list[str] | None = None) -> None:

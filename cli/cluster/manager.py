@@ -130,7 +130,20 @@ def _control_plane(state_dir: Path, state: ClusterState, progress: Progress) -> 
         ),
         (
             "mesh-ca",
-            ["--listen", f"{ip}:15012", "--tls-san", ip, "--xds-san", ip, "--metrics-listen", f"{ip}:15016"],
+            # --min-cert-ttl 60: lets a ztunnel started with --cert-ttl 60 rotate within a minute (tests);
+            # the default lifetime stays 24 h.
+            [
+                "--listen",
+                f"{ip}:15012",
+                "--tls-san",
+                ip,
+                "--xds-san",
+                ip,
+                "--metrics-listen",
+                f"{ip}:15016",
+                "--min-cert-ttl",
+                "60",
+            ],
             lambda: (state_dir / "xds-cert.pem").exists() and _port_open(ip, 15012),
         ),
         (
@@ -164,12 +177,14 @@ def _node_processes(state_dir: Path, state: ClusterState, node: topology.NodePla
         "--token-file",
         str(ndir / "token"),
     ]
-    for program in ("mesh-runtime", "mesh-node-agent"):
+    # ztunnel reads the rest (its underlay IP, mesh-ca, mesh-xds, the trust bundle) from node.json.
+    ztunnel = ["--node", node.name, "--state-dir", str(ndir), "--token-file", str(ndir / "token")]
+    for program, args in (("mesh-runtime", common), ("mesh-node-agent", common), ("ztunnel", ztunnel)):
         name = f"{node.name}/{program}"
         if state.running(name) or not available(program):
             continue
         progress(f"{node.name}: starting {program}")
-        proc = start(name, program, common, ndir / f"{program}.log", netns=node.netns)
+        proc = start(name, program, args, ndir / f"{program}.log", netns=node.netns)
         state.processes = [p for p in state.processes if p.name != name] + [proc]
         state.save(state_dir)
 

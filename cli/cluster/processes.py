@@ -54,7 +54,13 @@ def start(name: str, program: str, args: list[str], log: Path, netns: str = "") 
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    return Process(name, proc.pid, argv, netns, str(log))
+    started = Process(name, proc.pid, argv, netns, str(log))
+    # Until the child has exec'd (and nsenter has exec'd the program), /proc/PID/cmdline still
+    # shows the parent, and alive() would call the new process dead: wait for the exec.
+    deadline = time.monotonic() + 5
+    while not started.alive() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return started
 
 
 def stop(process: Process, grace: float = 10.0) -> bool:

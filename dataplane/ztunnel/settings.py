@@ -1,0 +1,129 @@
+"""ztunnel's settings: flags and `MESH_*` variables over what the node directory's node.json says.
+
+`meshctl cluster up` starts ztunnel inside the node's netns with `--state-dir {cluster}/nodes/
+node-{i}`; node.json there names the node, its underlay IP, mesh-ca's and mesh-xds's addresses and
+the trust bundle (docs/cluster.md). Every value can be overridden by a flag. `resolve()` turns the
+settings into a `ZtunnelConfig` once, with errors of the form `NAME=VALUE (reason)` (STYLE).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import Field
+
+from mesh.identity import DEFAULT_TRUST_DOMAIN
+from mesh.settings import CommonSettings, host_port
+
+ADMIN_PORT = 15000
+METRICS_PORT = 15020
+READINESS_PORT = 15021
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is `NAME=VALUE (reason)`."""
+
+
+class ZtunnelSettings(CommonSettings):
+    """What `ztunnel` reads at start-up. `state_dir` is the node's directory."""
+
+    node: str = Field("", description="this node's name (default: `name` in {state-dir}/node.json)")
+    node_ip: str = Field("", description="the node's underlay IP for admin/metrics/readiness (default: node.json `ip`)")
+    xds_address: str = Field("", description="mesh-xds HOST:PORT (default: node.json `xds`)")
+    ca_address: str = Field("", description="mesh-ca HOST:PORT (default: node.json `ca`)")
+    token_file: Path | None = Field(None, description="the node token (default: {state-dir}/token)")
+    root_cert: Path | None = Field(None, description="the mesh's trust bundle (default: node.json `root_cert`)")
+    zds_socket: Path | None = Field(
+        None, description="the node agent's ZDS socket (default: {state-dir}/ztunnel/zds.sock)"
+    )
+    admin_port: int = Field(ADMIN_PORT, ge=0, le=65535, description="/config_dump, /quitquitquit")
+    metrics_port: int = Field(METRICS_PORT, ge=0, le=65535, description="/stats/prometheus, /metrics")
+    readiness_port: int = Field(READINESS_PORT, ge=0, le=65535, description="/healthz/ready")
+    trust_domain: str = Field(DEFAULT_TRUST_DOMAIN, description="the mesh's trust domain")
+    cert_ttl: int = Field(86400, ge=60, description="certificate lifetime to request, seconds (mesh-ca clamps it)")
+    drain_seconds: float = Field(5.0, ge=0, description="on SIGTERM, how long open connections may finish")
+    cluster_id: str = Field("Kubernetes", description="the cluster name in telemetry and baggage")
+    request_certificate: str = Field(
+        "", description="diagnostic: ask the CA for this SPIFFE identity as this node's ztunnel would, print, exit"
+    )
+
+
+@dataclass(frozen=True)
+class ZtunnelConfig:
+    """The resolved configuration every part of ztunnel is handed (explicit wiring)."""
+
+    node: str
+    node_ip: str
+    xds_address: str
+    ca_address: str
+    token_file: Path
+    root_cert: Path
+    zds_socket: Path
+    admin_port: int
+    metrics_port: int
+    readiness_port: int
+    trust_domain: str
+    cert_ttl: timedelta
+    drain_seconds: float
+    cluster_id: str
+
+    def token(self) -> str:
+        """The node token, read at each use (a rotated token is picked up on reconnect)."""
+        return self.token_file.read_text().strip()
+
+    def roots_pem(self) -> bytes:
+        """The trust bundle, read at each use (a new root joins the bundle file)."""
+        return self.root_cert.read_bytes()
+
+
+def _node_info(state_dir: Path) -> dict:
+    path = state_dir / "node.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"MESH_STATE_DIR={state_dir} (node.json unreadable: {e})") from None
+
+
+def _required(name: str, value: str | Path | None, hint: str) -> str:
+    if not value:
+        raise ConfigError(f"MESH_{name.upper()}= (missing: {hint})")
+    return str(value)
+
+
+def resolve(settings: ZtunnelSettings) -> ZtunnelConfig:
+    """Fill what flags left empty from node.json and check it; ConfigError says what is wrong."""
+    info = _node_info(settings.state_dir)
+    where = "pass the flag or write it into {state-dir}/node.json"
+    xds = _required("xds_address", settings.xds_address or info.get("xds"), where)
+    ca = _required("ca_address", settings.ca_address or info.get("ca"), where)
+    for name, value in (("xds_address", xds), ("ca_address", ca)):
+        try:
+            host_port(value)
+        except ValueError as e:
+            raise ConfigError(f"MESH_{name.upper()}={value} ({e})") from None
+    token_file = settings.token_file or settings.state_dir / "token"
+    root_cert = Path(_required("root_cert", settings.root_cert or info.get("root_cert"), where))
+    for name, path in (("token_file", token_file), ("root_cert", root_cert)):
+        if not path.exists():
+            raise ConfigError(f"MESH_{name.upper()}={path} (no such file)")
+    return ZtunnelConfig(
+        node=_required("node", settings.node or info.get("name"), where),
+        node_ip=_required("node_ip", settings.node_ip or info.get("ip"), where),
+        xds_address=xds,
+        ca_address=ca,
+        token_file=token_file,
+        root_cert=root_cert,
+        zds_socket=settings.zds_socket or settings.state_dir / "ztunnel" / "zds.sock",
+        admin_port=settings.admin_port,
+        metrics_port=settings.metrics_port,
+        readiness_port=settings.readiness_port,
+        trust_domain=settings.trust_domain,
+        cert_ttl=timedelta(seconds=settings.cert_ttl),
+        drain_seconds=settings.drain_seconds,
+        cluster_id=settings.cluster_id,
+    )

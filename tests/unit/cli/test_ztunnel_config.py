@@ -1,0 +1,138 @@
+"""`meshctl ztunnel-config` tables: istioctl's columns over a config_dump."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli import ztunnel_config as zc
+
+DUMP = {
+    "workloads": [
+        {
+            "namespace": "default",
+            "name": "sleep",
+            "addresses": ["198.18.1.2"],
+            "node": "node-1",
+            "waypoint": None,
+            "protocol": "HBONE",
+        },
+        {
+            "namespace": "outside",
+            "name": "legacy",
+            "addresses": [],
+            "node": "",
+            "waypoint": "default/wp:15008",
+            "protocol": "NONE",
+        },
+    ],
+    "services": [
+        {
+            "namespace": "default",
+            "hostname": "web.default.svc.cluster.local",
+            "vips": ["/198.19.0.5"],
+            "waypoint": None,
+            "endpoints": {"a": {"status": "HEALTHY"}, "b": {"status": "UNHEALTHY"}},
+        },
+    ],
+    "policies": [
+        {"namespace": "istio-system", "name": "istio_converted_static_strict", "action": "DENY", "scope": "GLOBAL"}
+    ],
+    "certificates": [
+        {
+            "identity": "spiffe://cluster.local/ns/default/sa/sleep",
+            "state": "Available",
+            "certChain": [
+                {
+                    "serialNumber": "ab",
+                    "expirationTime": "2026-01-02T00:00:00+00:00",
+                    "validFrom": "2026-01-01T00:00:00+00:00",
+                }
+            ],
+            "rootCert": [
+                {
+                    "serialNumber": "01",
+                    "expirationTime": "2036-01-01T00:00:00+00:00",
+                    "validFrom": "2026-01-01T00:00:00+00:00",
+                }
+            ],
+        },
+        {
+            "identity": "spiffe://cluster.local/ns/default/sa/gone",
+            "state": "Unavailable",
+            "certChain": [],
+            "rootCert": [],
+        },
+    ],
+    "connections": [
+        {
+            "workload": "default/sleep",
+            "direction": "outbound",
+            "local": "198.18.2.2:8080",
+            "remote": "198.18.1.2:40000",
+            "remoteTarget": "198.18.2.2:8080",
+            "protocol": "HBONE",
+        }
+    ],
+}
+
+
+def test_workloads_table() -> None:
+    assert zc.render(DUMP, "workloads").splitlines() == [
+        "NAMESPACE   POD NAME   ADDRESS      NODE     WAYPOINT           PROTOCOL",
+        "default     sleep      198.18.1.2   node-1   None               HBONE",
+        "outside     legacy     None         None     default/wp:15008   TCP",
+    ]
+
+
+def test_services_count_healthy_endpoints() -> None:
+    lines = zc.render(DUMP, "svc").splitlines()
+    assert lines[0].split() == ["NAMESPACE", "SERVICE", "NAME", "SERVICE", "VIP", "WAYPOINT", "ENDPOINTS"]
+    assert lines[1].split() == ["default", "web.default.svc.cluster.local", "198.19.0.5", "None", "1/2"]
+
+
+def test_policies_and_connections() -> None:
+    assert zc.render(DUMP, "policies").splitlines()[1].split() == [
+        "istio-system",
+        "istio_converted_static_strict",
+        "DENY",
+        "GLOBAL",
+    ]
+    assert zc.render(DUMP, "cons").splitlines()[1].split() == [
+        "default/sleep",
+        "outbound",
+        "198.18.2.2:8080",
+        "198.18.1.2:40000",
+        "198.18.2.2:8080",
+        "HBONE",
+    ]
+
+
+def test_certificates_have_a_leaf_and_a_root_row() -> None:
+    lines = zc.render(DUMP, "certificates").splitlines()
+    assert lines[0].split()[:3] == ["CERTIFICATE", "NAME", "TYPE"]
+    assert [line.split()[1:4] for line in lines[1:]] == [
+        ["Leaf", "Available", "true"],
+        ["Root", "Available", "true"],
+        ["Leaf", "Unavailable", "false"],
+    ]
+
+
+def test_all_has_every_section_and_json_yaml_give_the_raw_data() -> None:
+    text = zc.render(DUMP, "all")
+    for title in ("WORKLOAD INFO", "SERVICE INFO", "POLICY INFO", "SECRET INFO", "CONNECTIONS INFO"):
+        assert title in text
+    assert json.loads(zc.render(DUMP, "workloads", "json")) == DUMP["workloads"]
+    assert yaml.safe_load(zc.render(DUMP, "all", "yaml")) == DUMP
+
+
+def test_node_address_comes_from_node_json(tmp_path: Path) -> None:
+    (tmp_path / "nodes" / "node-2").mkdir(parents=True)
+    (tmp_path / "nodes" / "node-2" / "node.json").write_text(json.dumps({"ip": "198.19.255.12"}))
+    assert zc.default_node(tmp_path) == "node-2"
+    assert zc.admin_url(tmp_path, "node-2") == "http://198.19.255.12:15000"
+    with pytest.raises(zc.ZtunnelConfigError, match="node-9"):
+        zc.admin_url(tmp_path, "node-9")
