@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from mesh import netns  # noqa: E402
 
 BIN = Path(sys.executable).parent
-PODAPP = str(ROOT / "tests" / "e2e" / "podapp.py")
+PODAPP = str(ROOT / "cli" / "sample_app.py")
 ECHO, SINK = 9000, 9100
 WRITE = 256 << 10
 CLK_TCK = os.sysconf("SC_CLK_TCK")

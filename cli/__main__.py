@@ -272,7 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
     zc.add_argument("--proxy-admin-port", type=int, default=15000, help="ztunnel's admin port")
     zc.add_argument("--state-dir", help="the cluster's state directory (env MESH_STATE_DIR)")
     zc.set_defaults(func=_cmd_ztunnel_config)
+    from . import waypoint
+
+    waypoint.add_parser(sub, _cmd_waypoint)
     return parser
+
+
+def _cmd_waypoint(args: argparse.Namespace) -> int:
+    from . import waypoint
+
+    return waypoint.run(args, _client)
 
 
 def _ztunnel_config_choices() -> list[str]:

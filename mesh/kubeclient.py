@@ -50,6 +50,7 @@ NODES = Resource("", "v1", "nodes", namespaced=False)
 NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
 SERVICES = Resource("", "v1", "services")
 GATEWAYS = Resource("gateway.networking.k8s.io", "v1", "gateways")
+SERVICE_ACCOUNTS = Resource("", "v1", "serviceaccounts")
 
 
 class ApiStatusError(Exception):
@@ -142,6 +143,14 @@ class KubeClient:
 
     async def create(self, res: Resource, obj: Json, namespace: str | None = None) -> Json:
         response = await self._http.post(res.path(namespace), json=obj)
+        _raise_for_status(response)
+        return response.json()
+
+    async def create_subresource(
+        self, res: Resource, name: str, sub: str, body: Json, namespace: str | None = None
+    ) -> Json:
+        """POST to a subresource, e.g. a ServiceAccount's `token` (the TokenRequest API)."""
+        response = await self._http.post(res.path(namespace, name, sub), json=body)
         _raise_for_status(response)
         return response.json()
 

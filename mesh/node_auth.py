@@ -3,6 +3,9 @@
 Signature, issuer, audience (`mesh-ca`) and expiry are checked against istiod's JWKS; then the
 Node must exist and the token must be its current one. Nodes come from a watch-fed cache; a miss
 asks istiod, so a Node created or a token rotated a moment ago is judged on fresh data.
+
+Service-account tokens (signed with the same key) are verified here too, signature, issuer,
+audience (`istio-ca`) and expiry only: whether their bound pod still exists is the caller's check.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from typing import Any
 
 from mesh.tokens import (
     AUD_CA,
+    AUD_ISTIO_CA,
     LEEWAY_SECONDS,
     NodeClaims,
     NodeTokenVerifier,
+    ServiceAccountClaims,
     TokenError,
     check_current,
     current_token_id,
@@ -51,13 +56,22 @@ class NodeAuthenticator:
         self._fetched_at = time.monotonic()
         self._verified.clear()
 
-    async def _verify(self, token: str) -> NodeClaims:
+    async def _current_verifier(self, token: str) -> NodeTokenVerifier:
         if self._verifier is None:
             await self.refresh_keys()
         assert self._verifier is not None
         if not self._verifier.knows(token) and time.monotonic() - self._fetched_at > JWKS_REFRESH_SECONDS:
             await self.refresh_keys()  # istiod may have a new signing key
-        return self._verifier.verify(token, self._audience)
+        return self._verifier
+
+    async def _verify(self, token: str) -> NodeClaims:
+        return (await self._current_verifier(token)).verify(token, self._audience)
+
+    async def authenticate_service_account(self, token: str) -> ServiceAccountClaims:
+        """A service-account token's verified claims (audience `istio-ca`), or TokenError."""
+        if not token:
+            raise TokenError("missing")
+        return (await self._current_verifier(token)).verify_service_account(token, AUD_ISTIO_CA)
 
     async def authenticate(self, token: str) -> NodeClaims:
         """The verified claims, or TokenError with the reason."""

@@ -1,9 +1,14 @@
-"""Node tokens: the JWTs istiod issues to each Node, verified by istiod, the CA and xDS.
+"""The JWTs istiod issues, verified by istiod, the CA and xDS: node tokens and service-account tokens.
 
 A node token is an ES256 JWT: `sub` is the node's name, `aud` lists the services that accept it
 (`istiod`, `mesh-ca`, `mesh-xds`), `jti` identifies this token. The Node object records the
 current token's id in the annotation `mesh.istio.io/node-token-id`, so rotating the token (a new
 id) or deleting the Node revokes the old one everywhere that watches Nodes.
+
+A service-account token (the answer to a TokenRequest) is signed with the same key: `sub` is
+`system:serviceaccount:{ns}:{sa}` and the claim `kubernetes.io` names the namespace, the service
+account and the pod it is bound to, as a Kubernetes projected token does. Node names are DNS
+names and never contain `:`, so the two kinds cannot be mistaken for each other.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ AUDIENCES = (AUD_ISTIOD, AUD_CA, AUD_XDS)
 TOKEN_ID_ANNOTATION = "mesh.istio.io/node-token-id"
 TOKEN_ANNOTATION = "mesh.istio.io/node-token"  # only ever in the create response, never stored
 LEEWAY_SECONDS = 30
+SA_SUBJECT_PREFIX = "system:serviceaccount:"
+SA_CLAIM = "kubernetes.io"
+AUD_ISTIO_CA = "istio-ca"  # the audience Istio's agents ask for when a token is meant for the CA
 
 
 class TokenError(Exception):
@@ -41,9 +49,72 @@ class NodeClaims:
     expires_at: int
 
 
+@dataclass(frozen=True)
+class ServiceAccountClaims:
+    """What a verified service-account token says: whose it is and the pod it is bound to."""
+
+    namespace: str
+    service_account: str
+    pod_name: str
+    pod_uid: str
+    token_id: str
+    expires_at: int
+
+    @property
+    def subject(self) -> str:
+        return service_account_subject(self.namespace, self.service_account)
+
+
+def service_account_subject(namespace: str, service_account: str) -> str:
+    """Kubernetes' user name for a service account."""
+    return f"{SA_SUBJECT_PREFIX}{namespace}:{service_account}"
+
+
+def is_service_account_token(token: str) -> bool:
+    """Whether the (unverified) token claims to be a service account's; only to pick the check."""
+    try:
+        sub = jwt.decode(token, options={"verify_signature": False}).get("sub")
+    except jwt.PyJWTError:
+        return False
+    return isinstance(sub, str) and sub.startswith(SA_SUBJECT_PREFIX)
+
+
+def service_account_claims(
+    *,
+    namespace: str,
+    service_account: str,
+    audiences: list[str],
+    pod_name: str,
+    pod_uid: str,
+    issued_at: int,
+    expires_at: int,
+    token_id: str,
+    service_account_uid: str | None = None,
+    node_name: str | None = None,
+) -> dict[str, Any]:
+    """The claims of a pod-bound service-account token (the shape of a Kubernetes projected token)."""
+    sa: dict[str, str] = {"name": service_account}
+    if service_account_uid:
+        sa["uid"] = service_account_uid
+    bound: dict[str, Any] = {"namespace": namespace, "serviceaccount": sa, "pod": {"name": pod_name, "uid": pod_uid}}
+    if node_name:
+        bound["node"] = {"name": node_name}
+    return {
+        "iss": ISSUER,
+        "sub": service_account_subject(namespace, service_account),
+        "aud": list(audiences),
+        "iat": issued_at,
+        "nbf": issued_at,
+        "exp": expires_at,
+        "jti": token_id,
+        SA_CLAIM: bound,
+    }
+
+
 class NodeTokenVerifier:
-    """Checks signature (against a JWKS), issuer, audience and expiry. Whether the node still
-    exists and the token is its current one is for the caller to check with `current_token_id`.
+    """Checks signature (against a JWKS), issuer, audience and expiry of istiod's tokens. For node
+    tokens, whether the node still exists and the token is its current one is for the caller to
+    check with `current_token_id`; for service-account tokens, whether the bound pod still exists.
     """
 
     def __init__(self, jwks: dict[str, Any]):
@@ -57,6 +128,31 @@ class NodeTokenVerifier:
             return True  # malformed: refreshing would not help
 
     def verify(self, token: str, audience: str) -> NodeClaims:
+        """A node token's claims, or TokenError (a service-account token is not a node token)."""
+        claims = self._decode(token, audience)
+        if str(claims["sub"]).startswith(SA_SUBJECT_PREFIX):
+            raise TokenError("not-a-node-token")
+        return NodeClaims(node=str(claims["sub"]), token_id=str(claims["jti"]), expires_at=int(claims["exp"]))
+
+    def verify_service_account(self, token: str, audience: str = AUD_ISTIO_CA) -> ServiceAccountClaims:
+        """A pod-bound service-account token's claims, or TokenError."""
+        claims = self._decode(token, audience)
+        sub = str(claims["sub"])
+        bound = claims.get(SA_CLAIM)
+        if not sub.startswith(SA_SUBJECT_PREFIX) or not isinstance(bound, dict):
+            raise TokenError("not-a-service-account-token")
+        try:
+            namespace = str(bound["namespace"])
+            name = str(bound["serviceaccount"]["name"])
+            pod = bound["pod"]
+            pod_name, pod_uid = str(pod["name"]), str(pod["uid"])
+        except (KeyError, TypeError):
+            raise TokenError("not-pod-bound", "the token names no pod") from None
+        if sub != service_account_subject(namespace, name):
+            raise TokenError("invalid", "sub does not match the kubernetes.io claim")
+        return ServiceAccountClaims(namespace, name, pod_name, pod_uid, str(claims["jti"]), int(claims["exp"]))
+
+    def _decode(self, token: str, audience: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as e:
@@ -84,7 +180,7 @@ class NodeTokenVerifier:
             raise TokenError("bad-signature") from None
         except jwt.PyJWTError as e:
             raise TokenError("invalid", str(e)) from None
-        return NodeClaims(node=str(claims["sub"]), token_id=str(claims["jti"]), expires_at=int(claims["exp"]))
+        return claims
 
 
 def current_token_id(node: dict[str, Any] | None) -> str | None:

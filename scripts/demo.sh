@@ -1,170 +1,152 @@
 #!/usr/bin/env bash
-# Bring the mesh up on this machine and show it working. `bash scripts/demo.sh down` stops it.
+# Bring the mesh up on this machine and walk through the story of Istio's ambient mode.
+# `bash scripts/demo.sh down` removes everything it made.
 #
-# Today this is the control plane: istiod on SQLite (TLS, token auth) with its change stream in
-# Redis, and mesh-ca; Istio-style YAML applied with kubectl (or meshctl where kubectl is absent);
-# nodes registered with their tokens; and the CA's node rule: a node gets the SPIFFE identity of a
-# service account only while a pod of that account runs on it.
+# As root: a control plane (istiod on SQLite, mesh-ca, mesh-xds, mesh-worker; a Redis is started
+# when none answers) and a 2-node cluster of network namespaces (`meshctl cluster up`); the
+# sample apps `sleep`, `notsleep` and `web-api` v1/v2; then, printing what happens: the namespace
+# joins the mesh without a restart, both sides' SPIFFE identities, L4 policies, a waypoint with an
+# L7 policy, a 90/10 canary, and the metrics. The mesh stays up afterwards.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
 STATE="${MESH_STATE_DIR:-$ROOT/.mesh}"
-LISTEN="${MESH_LISTEN:-127.0.0.1:6443}"
-PIDFILE="$STATE/istiod.pid"
-CA_LISTEN="${MESH_CA_LISTEN:-127.0.0.1:15012}"
-XDS_LISTEN="${MESH_XDS_LISTEN:-127.0.0.1:15010}"
-XDS_ADMIN="${MESH_XDS_ADMIN:-127.0.0.1:15011}"
-KUBECONFIG_FILE="$STATE/kubeconfig"
+export MESH_STATE_DIR="$STATE" KUBECONFIG="$STATE/kubeconfig"
+MESHCTL="$VENV/bin/meshctl"
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-running() { alive "$PIDFILE"; }
-
-stop_pid() {  # stop_pid NAME PIDFILE
-  if alive "$2"; then
-    say "stopping $1 (pid $(cat "$2"))"
-    kill "$(cat "$2")"
-    for _ in $(seq 50); do alive "$2" || break; sleep 0.1; done
-  fi
-  rm -f "$2"
-}
+step() { printf '\n%s### %s%s\n' "$_B" "$*" "$_N"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
 
 down() {
-  stop_pid mesh-worker "$STATE/mesh-worker.pid"
-  stop_pid mesh-xds "$STATE/mesh-xds.pid"
-  stop_pid mesh-ca "$STATE/mesh-ca.pid"
-  stop_pid istiod "$PIDFILE"
-  say "stopped; the state is kept in $STATE (delete it for a fresh start)"
+  [ -x "$MESHCTL" ] || die "nothing to stop (no .venv)"
+  "$MESHCTL" cluster down --state-dir "$STATE"
 }
 
-start_service() {  # start_service NAME PORT_TO_WAIT_FOR ARGS...
-  local name=$1 addr=$2; shift 2
-  local pidfile="$STATE/$name.pid"
-  if alive "$pidfile"; then
-    say "$name already running (pid $(cat "$pidfile"))"; return
-  fi
-  if [ -n "$addr" ] && port_open "${addr%:*}" "${addr##*:}"; then
-    die "something already listens on $addr (stop it, or set the MESH_*_LISTEN variables)"
-  fi
-  setsid "$VENV/bin/$name" --state-dir "$STATE" "$@" >>"$STATE/$name.log" 2>&1 < /dev/null &
-  echo $! > "$pidfile"
-  for _ in $(seq 150); do
-    if [ -z "$addr" ]; then sleep 1; alive "$pidfile" || die "$name exited; see $STATE/$name.log"; return; fi
-    port_open "${addr%:*}" "${addr##*:}" && return
-    alive "$pidfile" || die "$name exited; see $STATE/$name.log"
-    sleep 0.1
-  done
-  die "$name did not come up; see $STATE/$name.log"
+kc() {  # kubectl, or the little meshctl can do where kubectl is absent
+  if command -v kubectl >/dev/null; then kubectl --cache-dir "$STATE/kube-cache" "$@"
+  elif [ "$1" = apply ]; then shift; "$MESHCTL" apply "$@"
+  else warn "kubectl not found: skipping 'kubectl $*'"; fi
 }
 
-start_ca() {
-  say "starting mesh-ca on $CA_LISTEN (gRPC over TLS; its root in $STATE/root-cert.pem)"
-  start_service mesh-ca "$CA_LISTEN" --listen "$CA_LISTEN"
+api_get() {  # api_get PATH PYTHON-EXPRESSION-ON-obj
+  "$PY" - "$1" "$2" <<'PY'
+import os, ssl, sys, httpx, yaml
+state = os.environ["MESH_STATE_DIR"]
+ctx = ssl.create_default_context(cafile=f"{state}/istiod-ca.pem")
+token = open(f"{state}/admin-token").read().strip()
+server = yaml.safe_load(open(f"{state}/kubeconfig"))["clusters"][0]["cluster"]["server"]
+obj = httpx.get(server + sys.argv[1], headers={"Authorization": f"Bearer {token}"}, verify=ctx).json()
+print(eval(sys.argv[2]))
+PY
 }
 
-start_xds() {
-  say "starting mesh-xds on $XDS_LISTEN (delta ADS for ztunnels; admin on $XDS_ADMIN) and mesh-worker"
-  start_service mesh-xds "$XDS_ADMIN" --listen "$XDS_LISTEN" --admin-listen "$XDS_ADMIN"
-  start_service mesh-worker ""
+in_pod() {  # in_pod POD COMMAND... : run it inside the pod's network namespace (kubectl exec)
+  local pod=$1; shift
+  "$MESHCTL" x exec "$pod" -- "$@"
 }
 
-xds_view() {
-  say "what node-1's ztunnel receives from mesh-xds (meshctl x xds-config --node node-1):"
-  "$VENV/bin/meshctl" x xds-config --state-dir "$STATE" --xds "$XDS_LISTEN" --node node-1 || true
-  if [ ${#KC[@]} -gt 0 ]; then
-    say "mesh-worker wrote each policy's ZtunnelAccepted condition back through istiod:"
-    for _ in $(seq 50); do
-      "${KC[@]}" get authorizationpolicy web-api-allow-sleep -o jsonpath='{.status.conditions[0].type}' 2>/dev/null \
-        | grep -q ZtunnelAccepted && break
-      sleep 0.2
-    done
-    "${KC[@]}" get authorizationpolicies \
-      -o custom-columns='NAME:.metadata.name,CONDITION:.status.conditions[0].type,STATUS:.status.conditions[0].status,MESSAGE:.status.conditions[0].message'
-  fi
+curl_status() {  # curl_status POD [METHOD] URL : the HTTP status, or 000 when refused or reset
+  local pod=$1 method=GET url
+  if [ $# -eq 3 ]; then method=$2; url=$3; else url=$2; fi
+  in_pod "$pod" curl -s -m 3 -X "$method" -o /dev/null -w '%{http_code}' "$url" || true
 }
 
-identities() {
-  say "registering two nodes; each gets a node token (kept in $STATE/nodes/, mode 0600)"
-  for n in node-1 node-2; do
-    [ -f "$STATE/nodes/$n.token" ] || "$VENV/bin/meshctl" node create "$n" --state-dir "$STATE"
-  done
-  if [ ${#KC[@]} -gt 0 ]; then
-    say "placing sleep on node-1 and web-api on node-2 (spec.nodeName)"
-    for p in sleep:node-1 web-api-v1:node-2 web-api-v2:node-2; do
-      "${KC[@]}" patch pod "${p%%:*}" --type=merge -p "{\"spec\":{\"nodeName\":\"${p##*:}\"}}" >/dev/null 2>&1 || true
-    done
-    "${KC[@]}" get pods -o wide
-  fi
-  say "the CA's node rule: a node gets an identity only for a service account with a pod on it"
-  local sleep_id=spiffe://cluster.local/ns/default/sa/sleep
-  "$VENV/bin/meshctl" x cert --state-dir "$STATE" --ca "$CA_LISTEN" --node node-1 --identity "$sleep_id" || true
-  "$VENV/bin/meshctl" x cert --state-dir "$STATE" --ca "$CA_LISTEN" --node node-2 --identity "$sleep_id" || true
-  say "the refusal's full reason is in the CA's audit log (clients only get a generic one):"
-  tail -n 1 "$STATE/ca-audit.log"
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND... : until COMMAND succeeds
+  local seconds=$1 what=$2; shift 2
+  for _ in $(seq $((seconds * 5))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  warn "gave up waiting for $what"
+  return 1
+}
+
+status_is() { [ "$(curl_status "$2" "${4:-GET}" "$3")" = "$1" ]; }
+
+metrics() {  # metrics NETNS IP PORT NAME : the samples of one metric family, shortened
+  ip netns exec "$1" curl -s "http://$2:$3/stats/prometheus" | grep "^$4" \
+    | sed -E 's/(source_principal|destination_principal|response_code|reporter)="([^"]*)"/\n    \1="\2"/g' \
+    | grep -E '^    |^[0-9. e+]+$|} [0-9.e+]+$' | head -"${5:-12}" || true
 }
 
 up() {
+  [ "$(id -u)" = 0 ] || die "the demo builds network namespaces (pods are namespaces here): run it as root"
   bootstrap_python
-  ensure_redis || die "Redis is needed for the change stream"
+  ensure_redis || die "Redis is needed for the change stream and the background jobs"
+  command -v curl >/dev/null || apt_install curl
   mkdir -p "$STATE" && chmod 700 "$STATE"
-  if running; then
-    say "istiod already running (pid $(cat "$PIDFILE"))"
-  else
-    port_open "${LISTEN%:*}" "${LISTEN##*:}" && die "something already listens on $LISTEN (set MESH_LISTEN)"
-    say "starting istiod on https://$LISTEN (SQLite in $STATE)"
-    setsid "$VENV/bin/istiod" --state-dir "$STATE" --listen "$LISTEN" --metrics-listen 127.0.0.1:15014 \
-      >>"$STATE/istiod.log" 2>&1 < /dev/null &
-    echo $! > "$PIDFILE"
-    for _ in $(seq 150); do
-      curl -sk "https://$LISTEN/readyz" 2>/dev/null | grep -q ok && break
-      running || die "istiod exited; see $STATE/istiod.log"
-      sleep 0.2
-    done
-  fi
-  "$VENV/bin/meshctl" kubeconfig --state-dir "$STATE" >/dev/null
-  start_ca
-  start_xds
-  export KUBECONFIG="$KUBECONFIG_FILE"
 
-  if command -v kubectl >/dev/null; then
-    KC=(kubectl --cache-dir "$STATE/kube-cache")
-    APPLY=("${KC[@]}" apply -f)
-  else
-    warn "kubectl not found: applying with meshctl instead"
-    KC=()
-    APPLY=("$VENV/bin/meshctl" apply --state-dir "$STATE" -f)
-  fi
+  step "1. The control plane and a 2-node cluster (meshctl cluster up)"
+  "$MESHCTL" cluster up --nodes 2 --state-dir "$STATE"
 
-  say "applying the demo manifests (samples/demo): Istio-documentation YAML, unchanged"
-  "${APPLY[@]}" samples/demo
-  say "applying them again: nothing changes"
-  "${APPLY[@]}" samples/demo
-  if [ ${#KC[@]} -gt 0 ]; then
-    say "enrolling the namespace: kubectl label namespace default istio.io/dataplane-mode=ambient"
-    "${KC[@]}" label namespace default istio.io/dataplane-mode=ambient --overwrite
-    say "what the store holds"
-    "${KC[@]}" get pods,services -o wide
-    "${KC[@]}" get authorizationpolicies,gateways,httproutes
-    say "an invalid policy is refused with the offending field, and nothing is stored"
-    printf 'apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: typo\nspec:\n  action: ALOW\n' \
-      | "${KC[@]}" apply -f - || true
-  fi
-  identities
-  xds_view
-  say "every change reached the Redis stream mesh:changes, in revision order (meshctl changes)"
-  "$VENV/bin/meshctl" changes --count 5
+  step "2. The sample apps: sleep and notsleep (clients), web-api v1 and v2 (server)"
+  kc apply -f samples/demo/sleep.yaml -f samples/demo/notsleep.yaml -f samples/demo/web-api.yaml
+  kc wait --for=condition=Ready pod --all --timeout=60s >/dev/null || warn "pods are slow to start"
+  kc get pods -o wide
+  local vip pid_before pid_after web_ip
+  vip=$(api_get /api/v1/namespaces/default/services/web-api 'obj["spec"]["clusterIP"]')
+  web_ip=$(api_get /api/v1/namespaces/default/pods/web-api-v1 'obj["status"]["podIP"]')
+  echo "Outside the mesh, sleep reaches web-api-v1's pod IP in plain text:"
+  show in_pod sleep curl -s -m 3 "http://$web_ip:8080/hello"; echo
+
+  step "3. Join the mesh: label the namespace (no restart, no sidecar)"
+  pid_before=$(pgrep -f -- "--name v1" | head -1 || true)
+  show kc label namespace default istio.io/dataplane-mode=ambient --overwrite
+  wait_for 10 "sleep to reach web-api through the mesh" status_is 200 sleep "http://$vip/"
+  pid_after=$(pgrep -f -- "--name v1" | head -1 || true)
+  echo "web-api-v1's process: pid $pid_before before, $pid_after after (not restarted)"
+  echo "Each node's ztunnel now carries the pods' traffic over HBONE (mutual TLS on 15008):"
+  show "$MESHCTL" ztunnel-config workloads --node node-2
+  echo "sleep calls the web-api service by its VIP $vip; ztunnel picks an endpoint (kube-proxy's job):"
+  show in_pod sleep curl -s -m 3 "http://$vip/hello"; echo
+  echo "The destination's ztunnel saw both identities (its access log):"
+  grep '"direction":"inbound"' "$STATE"/nodes/*/ztunnel.log | grep -o '"src.identity":"[^"]*"\|"dst.identity":"[^"]*"' \
+    | sort | uniq -c | head -4
+  echo "The certificates node-1's ztunnel holds for its pods (SPIFFE identity per service account):"
+  show "$MESHCTL" ztunnel-config certificates --node node-1
+
+  step "4. L4 authorization, enforced by the destination ztunnel"
+  show kc apply -f samples/demo/authz-allow-nothing.yaml
+  wait_for 10 "allow-nothing to apply" status_is 000 sleep "http://$vip/"
+  echo "allow-nothing: sleep → web-api: $(curl_status sleep "http://$vip/") (000 = connection refused by policy)"
+  show kc apply -f samples/demo/authz-allow-sleep.yaml
+  wait_for 10 "allow-sleep to apply" status_is 200 sleep "http://$vip/"
+  echo "allow sleep:   sleep → web-api: $(curl_status sleep "http://$vip/");" \
+    "notsleep → web-api: $(curl_status notsleep "http://$vip/")"
+
+  step "5. A waypoint for L7: only GET from sleep"
+  show "$MESHCTL" waypoint apply -n default --enroll-namespace --wait
+  echo "web-api's traffic now comes through the waypoint, so the L4 policies (which would see the"
+  echo "waypoint's identity) give way to an L7 policy the waypoint enforces:"
+  show kc delete -f samples/demo/authz-allow-nothing.yaml -f samples/demo/authz-allow-sleep.yaml
+  show kc apply -f samples/demo/authz-waypoint-get-only.yaml
+  wait_for 20 "the L7 policy to apply" status_is 403 sleep "http://$vip/" DELETE
+  echo "sleep GET    → $(curl_status sleep GET "http://$vip/")"
+  echo "sleep DELETE → $(curl_status sleep DELETE "http://$vip/") ($(in_pod sleep curl -s -m 3 -X DELETE "http://$vip/"))"
+
+  step "6. A 90/10 canary between web-api v1 and v2 (HTTPRoute on the web-api Service)"
+  show kc apply -f samples/demo/web-api-canary.yaml
+  sleep 1
+  echo "100 requests from sleep:"
+  for _ in $(seq 100); do in_pod sleep curl -s -m 3 "http://$vip/" | grep -o '"name": "v[12]"'; done | sort | uniq -c
+
+  step "7. Metrics: L4 from ztunnel, L7 from the waypoint"
+  echo "node-2's ztunnel, istio_tcp_connections_opened_total:"
+  metrics mesh-node-2 198.19.255.12 15020 istio_tcp_connections_opened_total 8
+  local wp_ip wp_ns
+  wp_ip=$(api_get /api/v1/namespaces/default/pods/waypoint-0 'obj["status"]["podIP"]')
+  wp_ns=mesh-pod-$(api_get /api/v1/namespaces/default/pods/waypoint-0 'obj["metadata"]["uid"].replace("-", "")[:12]')
+  echo "the waypoint, istio_requests_total:"
+  metrics "$wp_ns" "$wp_ip" 15020 istio_requests_total 12
+
   cat <<TXT
 
-The control plane is up and stays running: istiod on https://$LISTEN, mesh-ca on $CA_LISTEN,
-mesh-xds on $XDS_LISTEN, mesh-worker:
-  export KUBECONFIG=$KUBECONFIG_FILE
-  kubectl get pods -A                      # or: .venv/bin/meshctl apply -f FILE
-  kubectl api-resources                    # every kind istiod serves
-  .venv/bin/meshctl changes --follow      # the change stream, live
-  .venv/bin/meshctl proxy-status           # proxies connected to mesh-xds
-  .venv/bin/meshctl x cert --state-dir $STATE --node node-2 --identity spiffe://cluster.local/ns/default/sa/web-api
-  curl -s http://127.0.0.1:15014/metrics   # istiod's metrics
-  logs: $STATE/*.log (istiod, mesh-ca, mesh-xds, mesh-worker); CA audit: $STATE/ca-audit.log
+The mesh is up and stays running (state in $STATE):
+  export KUBECONFIG=$KUBECONFIG
+  kubectl get pods,services,gateways -A
+  $MESHCTL x exec sleep -- curl -s http://$vip/     # kubectl exec, for pods that are namespaces
+  $MESHCTL ztunnel-config all --node node-1          # what a ztunnel knows
+  $MESHCTL waypoint list -A
+  $MESHCTL proxy-status --xds-admin http://198.19.255.1:15011   # proxies connected to mesh-xds
+  logs: $STATE/*.log, $STATE/nodes/*/*.log
 Stop it with: bash scripts/demo.sh down
 TXT
 }

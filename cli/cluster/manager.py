@@ -222,6 +222,7 @@ def _register(state_dir: Path, node: topology.NodePlan, client: httpx.Client, pr
         "istiod_ca_file": str(state_dir / "istiod-ca.pem"),
         "ca": f"{topology.ROOT_IP}:15012",
         "xds": f"{topology.ROOT_IP}:15010",
+        "xds_mtls": f"{topology.ROOT_IP}:15013",
         "root_cert": str(state_dir / "root-cert.pem"),
     }
     (ndir / "node.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -15,9 +15,12 @@ import signal
 from typing import Any
 
 from mesh.kubeclient import PODS, ApiStatusError, Connection, Informer, KubeClient
+from mesh.sa_tokens import PodToken, request_pod_token
 
 from . import sandbox
 from .heartbeat import heartbeat_loop
+from .pod_env import MeshEndpoints
+from .pod_token import RequestToken
 from .pods import Deps, PodGone, PodWorker, release
 from .policy import Backoff
 from .records import PodRecord, RecordStore
@@ -29,8 +32,8 @@ Json = dict[str, Any]
 TERMINAL = ("Succeeded", "Failed")
 
 
-def make_deps(config: RuntimeConfig, publish: Any) -> Deps:
-    """The shared parts every pod worker gets."""
+def make_deps(config: RuntimeConfig, publish: Any, client: KubeClient | None = None) -> Deps:
+    """The shared parts every pod worker gets (`client`: where pods' tokens come from)."""
     config.records_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     return Deps(
@@ -42,7 +45,16 @@ def make_deps(config: RuntimeConfig, publish: Any) -> Deps:
         cni_timeout=config.cni_timeout,
         load_network=lambda: sandbox.load_network(config.cni_conf),
         publish=publish,
+        mesh=MeshEndpoints(config.node, config.root_cert, config.ca_address, config.xds_address),
+        request_token=_token_requester(client) if client is not None and config.pod_tokens else None,
     )
+
+
+def _token_requester(client: KubeClient) -> RequestToken:
+    async def request(pod: PodSpec) -> PodToken:
+        return await request_pod_token(client, pod.namespace, pod.service_account, pod.name, pod.uid)
+
+    return request
 
 
 class Runtime:
@@ -51,7 +63,7 @@ class Runtime:
     def __init__(self, config: RuntimeConfig, client: KubeClient):
         self.config = config
         self.client = client
-        self.deps = make_deps(config, self._publish)
+        self.deps = make_deps(config, self._publish, client)
         self.informer = Informer(client, PODS, field_selector=f"spec.nodeName={config.node}")
         self.informer.handlers.append(self._on_event)
         self.workers: dict[str, PodWorker] = {}

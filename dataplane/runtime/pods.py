@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from mesh import netns
 from . import procs, sandbox
 from .cni_config import CniConfigError, NetworkList, pod_ips
 from .containers import ContainerRunner, now_rfc3339
+from .pod_env import MeshEndpoints, mesh_env, token_path
+from .pod_token import PodTokenKeeper, RequestToken
 from .policy import Backoff
 from .records import PodRecord, RecordStore
 from .spec import PodSpec
@@ -49,6 +52,12 @@ class Deps:
     cni_timeout: float
     load_network: Callable[[], NetworkList]
     publish: Callable[[PodSpec, Json], Awaitable[None]]  # raises PodGone
+    mesh: MeshEndpoints | None = None  # None: containers get no MESH_* variables
+    request_token: RequestToken | None = None  # None: pods get no service-account token
+
+    def pod_dir(self, uid: str) -> Path:
+        """The pod's own files (its token), beside its record."""
+        return self.store.directory / uid
 
 
 class PodWorker:
@@ -108,6 +117,7 @@ class PodWorker:
         self.persist()
         self.changed()
         await self._ensure_network()
+        await self.prepare_identity()
         runs = [asyncio.create_task(r.run(), name=f"container {r.spec.name}") for r in self.runners]
         self._tasks.extend(runs)
         await asyncio.gather(*runs)
@@ -143,6 +153,32 @@ class PodWorker:
         self.rec.cni_result = await sandbox.set_up(net, att, self.rec.netns, self.deps.cni_timeout)
         self.persist()
         log.info("pod %s: netns %s, IPs %s", self.label, self.rec.netns, pod_ips(self.rec.cni_result))
+
+    async def prepare_identity(self) -> None:
+        """The token file (unless `automountServiceAccountToken: false`) and the MESH_* variables.
+
+        A new pod waits for its first token, as the kubelet waits for the projected token volume;
+        an adopted pod whose processes already run gets it in the background instead.
+        """
+        token_file = None
+        if self.pod.automount_token and self.deps.request_token is not None:
+            token_file = token_path(self.deps.pod_dir(self.pod.uid))
+            adopted = any(r.rec.pid for r in self.runners)
+            # Running containers must not be shown as waiting while an adopted pod's token is late.
+            on_waiting = (lambda _message: None) if adopted else self._waiting_for_token
+            keeper = PodTokenKeeper(self.pod, token_file, self.deps.request_token, on_waiting)
+            if not adopted:
+                await keeper.obtain()
+            self._tasks.append(asyncio.create_task(keeper.keep_fresh(), name=f"token {self.label}"))
+        if self.deps.mesh is None:
+            return
+        self.pod = self.pod.with_base_env(mesh_env(self.pod, self.pod_ip(), token_file, self.deps.mesh))
+        for runner, spec in zip(self.runners, self.pod.containers, strict=True):
+            runner.spec = spec  # not started yet: they start with the full environment
+
+    def _waiting_for_token(self, message: str) -> None:
+        for runner in self.runners:
+            runner.waiting("ContainerCreating", message)
 
     async def _check_adopted(self) -> None:
         net = NetworkList.from_json(self.rec.cni_conf or {})
@@ -200,6 +236,7 @@ class PodWorker:
         await asyncio.gather(*(r.stop(grace) for r in self.runners))
         problems = await release_network(self.rec, self.deps)
         self.deps.store.remove(self.rec.uid)
+        shutil.rmtree(self.deps.pod_dir(self.rec.uid), ignore_errors=True)
         log.info("pod %s: torn down%s", self.label, f" ({'; '.join(problems)})" if problems else "")
 
 
@@ -226,6 +263,7 @@ async def release(rec: PodRecord, deps: Deps, grace: float) -> None:
         procs.signal_group(pid, signal.SIGKILL)
     problems = await release_network(rec, deps)
     deps.store.remove(rec.uid)
+    shutil.rmtree(deps.pod_dir(rec.uid), ignore_errors=True)
     log.info(
         "released pod %s/%s (%s)%s",
         rec.namespace,

@@ -43,6 +43,18 @@ class RuntimeSettings(CommonSettings):
     backoff_reset: float = Field(600.0, gt=0, description="a container that ran this long restarts without back-off")
     heartbeat_interval: float = Field(10.0, gt=0, description="seconds between Node status heartbeats")
     cni_timeout: float = Field(60.0, gt=0, description="longest one CNI plugin call may take (seconds)")
+    ca_address: str | None = Field(
+        None, description="mesh-ca host:port for pods' MESH_CA_ADDRESS (default: `ca` in node.json)"
+    )
+    xds_address: str | None = Field(
+        None, description="mesh-xds's mTLS host:port for pods' MESH_XDS_ADDRESS (default: `xds_mtls` in node.json)"
+    )
+    root_cert: Path | None = Field(
+        None, description="the mesh's trust bundle for pods' MESH_ROOT_CERT (default: `root_cert` in node.json)"
+    )
+    no_pod_tokens: bool = Field(
+        False, description="give pods no service-account token (no MESH_TOKEN_FILE), e.g. against an API without one"
+    )
     cleanup: bool = Field(
         False, description="tear down every pod in the records (kill, CNI DEL, netns removal) and exit"
     )
@@ -66,6 +78,10 @@ class RuntimeConfig:
     backoff_reset: float
     heartbeat_interval: float
     cni_timeout: float
+    ca_address: str | None = None
+    xds_address: str | None = None
+    root_cert: str | None = None
+    pod_tokens: bool = True
 
     @property
     def records_dir(self) -> Path:
@@ -131,4 +147,8 @@ def resolve(settings: RuntimeSettings, *, need_api: bool = True) -> RuntimeConfi
         backoff_reset=settings.backoff_reset,
         heartbeat_interval=settings.heartbeat_interval,
         cni_timeout=settings.cni_timeout,
+        ca_address=settings.ca_address or info.get("ca"),
+        xds_address=settings.xds_address or info.get("xds_mtls"),
+        root_cert=str(settings.root_cert or info.get("root_cert") or "") or None,
+        pod_tokens=not settings.no_pod_tokens,
     )

@@ -7,14 +7,19 @@ the container's status, as the kubelet does with `CreateContainerConfigError`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 Json = dict[str, Any]
 CONFIG_ERROR = "CreateContainerConfigError"
 NO_COMMAND = "NoCommand"
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The mesh's own programs (`waypoint`, `mesh-sample-app`) come first: here they play the role of
+# the images a kubelet would pull, and they live beside the interpreter running this runtime.
+MESH_BIN = str(Path(sys.executable).parent)
+BASE_PATH = f"{MESH_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Kubernetes' probe defaults (core/v1 Probe field documentation).
 PROBE_PERIOD, PROBE_TIMEOUT, PROBE_FAILURES, PROBE_SUCCESSES = 10.0, 1.0, 3, 1
 
@@ -63,6 +68,14 @@ class PodSpec:
     grace_seconds: float
     containers: tuple[ContainerSpec, ...]
     phase: str = "Pending"
+    service_account: str = "default"
+    automount_token: bool = True  # spec.automountServiceAccountToken (false: no token, no MESH_TOKEN_FILE)
+    source: Json = field(default_factory=dict, compare=False, repr=False)  # the pod JSON it was read from
+
+    def with_base_env(self, base: Mapping[str, str]) -> PodSpec:
+        """The same pod with `base` under every container's `env` (the runtime's own variables,
+        known once the pod's network is up), so `$(VAR)` in `env`, `command` and `args` sees them."""
+        return pod_from_json(self.source, base)
 
     @property
     def netns_name(self) -> str:
@@ -100,11 +113,13 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return "".join(out)
 
 
-def container_env(pod_name: str, raw: list[Json]) -> tuple[tuple[tuple[str, str], ...], str | None]:
+def container_env(
+    pod_name: str, raw: list[Json], base: Mapping[str, str] | None = None
+) -> tuple[tuple[tuple[str, str], ...], str | None]:
     """The container's environment: a small base (PATH, HOSTNAME, HOME, as an image and the kubelet
-    would give) overlaid by `env`, each value expanded against the ones before it. The second item
-    names the first entry this runtime cannot honour."""
-    env: dict[str, str] = {"PATH": BASE_PATH, "HOSTNAME": pod_name, "HOME": "/root"}
+    would give, plus `base`: the mesh's variables) overlaid by `env`, each value expanded against
+    the ones before it. The second item names the first entry this runtime cannot honour."""
+    env: dict[str, str] = {"PATH": BASE_PATH, "HOSTNAME": pod_name, "HOME": "/root", **(base or {})}
     for i, entry in enumerate(raw):
         name = entry.get("name", "")
         if entry.get("valueFrom") is not None:
@@ -159,11 +174,11 @@ def probe_from_json(raw: Json, ports: list[Json]) -> ProbeSpec:
     raise ValueError("no action: give tcpSocket, httpGet or exec")
 
 
-def container_from_json(pod_name: str, raw: Json) -> ContainerSpec:
+def container_from_json(pod_name: str, raw: Json, base: Mapping[str, str] | None = None) -> ContainerSpec:
     """One container; never raises: what cannot run becomes the container's `problem`."""
     name = raw["name"]
     image = raw.get("image") or ""
-    env, env_problem = container_env(pod_name, raw.get("env") or [])
+    env, env_problem = container_env(pod_name, raw.get("env") or [], base)
     problem: tuple[str, str] | None = (CONFIG_ERROR, env_problem) if env_problem else None
     if raw.get("envFrom") and problem is None:
         problem = (CONFIG_ERROR, "envFrom is not supported by mesh-runtime; list the variables in `env`")
@@ -193,7 +208,7 @@ def container_from_json(pod_name: str, raw: Json) -> ContainerSpec:
     )
 
 
-def pod_from_json(obj: Json) -> PodSpec:
+def pod_from_json(obj: Json, base_env: Mapping[str, str] | None = None) -> PodSpec:
     """A PodSpec from a pod object as the API serves it (defaults already applied)."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
     grace = spec.get("terminationGracePeriodSeconds")
@@ -204,6 +219,9 @@ def pod_from_json(obj: Json) -> PodSpec:
         node_name=spec.get("nodeName") or "",
         restart_policy=spec.get("restartPolicy") or "Always",
         grace_seconds=float(30 if grace is None else grace),
-        containers=tuple(container_from_json(meta["name"], c) for c in spec.get("containers") or []),
+        containers=tuple(container_from_json(meta["name"], c, base_env) for c in spec.get("containers") or []),
         phase=(obj.get("status") or {}).get("phase") or "Pending",
+        service_account=spec.get("serviceAccountName") or spec.get("serviceAccount") or "default",
+        automount_token=spec.get("automountServiceAccountToken") is not False,
+        source=obj,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
@@ -37,6 +37,7 @@ class TypeState:
     nacked: int = 0
     last_nonce: str = ""
     system_version: str = ""
+    subscribed: set[str] = field(default_factory=set)  # names asked for (non-wildcard watches)
 
 
 class DeltaClient:
@@ -63,14 +64,28 @@ class DeltaClient:
         self.updated = asyncio.Condition()
         self._queue: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
 
-    def watch(self, type_url: str, wildcard: bool = True) -> None:
-        """Subscribe to a type (before or while running)."""
-        self.types.setdefault(type_url, TypeState())
+    def watch(self, type_url: str, wildcard: bool = True, names: Iterable[str] = ()) -> None:
+        """Subscribe to a type (before or while running); `names` start a by-name subscription
+        that every reconnect repeats."""
+        self.types.setdefault(type_url, TypeState()).subscribed.update(names)
         self.wildcard[type_url] = wildcard
 
     def subscribe(self, type_url: str, names: list[str]) -> None:
-        """On-demand: ask for names (resource names or lookup keys) on the running stream."""
+        """On-demand: ask for names (resource names or lookup keys) on the running stream; they
+        are remembered, so a reconnect asks for them again."""
+        self.types.setdefault(type_url, TypeState()).subscribed.update(names)
         self._queue.put_nowait(discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=names))
+
+    def unsubscribe(self, type_url: str, names: list[str]) -> None:
+        """Stop receiving `names`; what is held of them is dropped (the server sends no removal
+        for an unsubscribed name)."""
+        state = self.types.setdefault(type_url, TypeState())
+        state.subscribed.difference_update(names)
+        for name in names:
+            state.resources.pop(name, None)
+        self._queue.put_nowait(
+            discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_unsubscribe=names)
+        )
 
     def _first_requests(self) -> list[discovery_pb2.DeltaDiscoveryRequest]:
         out = []
@@ -80,8 +95,11 @@ class DeltaClient:
                 initial_resource_versions={name: held.version for name, held in state.resources.items()},
             )
             if not self.wildcard.get(type_url, True):
-                request.resource_names_subscribe.append("*")
-                request.resource_names_unsubscribe.append("*")
+                if state.subscribed:
+                    request.resource_names_subscribe.extend(sorted(state.subscribed))
+                else:
+                    request.resource_names_subscribe.append("*")
+                    request.resource_names_unsubscribe.append("*")
             if i == 0:
                 request.node.id = self.node_id
                 for key, value in self.node_metadata.items():

@@ -22,6 +22,7 @@ from .issuing import Issuer, Limits
 from .keystore import KeyStore
 from .metrics import CaMetrics
 from .node_authorizer import NodeAuthorizer, PlacementIndex
+from .pod_binding import PodBindingAuthorizer
 from .server import CertificateServicer, TrustBundleServicer, add_services
 from .serving import serving_pair, write_pair
 from .settings import CaSettings
@@ -99,7 +100,12 @@ class CaApp:
             )
             audit = AuditLog(state / "ca-audit.log")
             limits = Limits(settings.default_cert_ttl, settings.max_cert_ttl, settings.min_cert_ttl)
-            issuer = Issuer(self.keystore, authenticator, authorizer, audit, settings.trust_domain, limits)
+            pod_binding = PodBindingAuthorizer(
+                lambda ns, name: pods.get(name, ns), lambda ns, name: _pod(client, ns, name)
+            )
+            issuer = Issuer(
+                self.keystore, authenticator, authorizer, audit, settings.trust_domain, limits, pod_binding=pod_binding
+            )
             tasks = [asyncio.create_task(pods.run()), asyncio.create_task(nodes.run())]
             tasks.append(asyncio.create_task(self._watch_keystore(state)))
             try:
@@ -160,6 +166,15 @@ class CaApp:
 async def _pods_on(client: KubeClient, node: str) -> list[dict]:
     items, _ = await client.list(PODS, field_selector=f"spec.nodeName={node}")
     return items
+
+
+async def _pod(client: KubeClient, namespace: str, name: str) -> dict | None:
+    try:
+        return await client.get(PODS, name, namespace)
+    except ApiStatusError as e:
+        if e.code == 404:
+            return None
+        raise
 
 
 async def _node(client: KubeClient, name: str) -> dict | None:

@@ -29,6 +29,7 @@ from .metrics import Metrics
 from .node_tokens import NodeTokenSigner
 from .nodes import NodeService
 from .repository import Repository
+from .sa_tokens import ServiceAccountTokens
 from .settings import IstiodSettings
 from .store import sql
 from .store.history import History
@@ -94,7 +95,8 @@ def create_app(settings: IstiodSettings) -> FastAPI:
         repo = Repository(index, writer, Admission(registry, settings.service_cidr))
         signer = NodeTokenSigner.load_or_create(settings.state_dir / "node-token-key.pem")
         nodes = NodeService(repo, index, signer, timedelta(seconds=settings.node_token_ttl))
-        handler = ResourceHandler(registry, repo, history, metrics, nodes, settings.bookmark_interval)
+        sa_tokens = ServiceAccountTokens(index, signer)
+        handler = ResourceHandler(registry, repo, history, metrics, nodes, settings.bookmark_interval, sa_tokens)
         auth = build_authenticator(settings)
         auth.extra.append(nodes.authenticate)
         comp = Components(registry, auth, repo, handler, OpenAPI(registry), metrics, relay, index, signer)

@@ -76,8 +76,11 @@ class NodeTokenSigner:
             "exp": int(expires.timestamp()),
             "jti": token_id,
         }
-        token = jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
-        return token, expires
+        return self.sign(claims), expires
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """Any istiod token (node or service account): ES256 with this key, `kid` in the header."""
+        return jwt.encode(claims, self._key, algorithm="ES256", headers={"kid": self.kid})
 
 
 def new_token_id() -> str:

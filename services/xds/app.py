@@ -28,11 +28,12 @@ from mesh.settings import host_port
 from mesh.tokens import AUD_XDS
 
 from .debounce import Debounce
-from .generators.envoy import EnvoyTranslator
+from .generators.envoy import EnvoyDeltas, EnvoyTranslator
 from .generators.envoy import to_any as envoy_any
 from .generators.index import Translator
 from .generators.resources import address_keys, to_any
 from .hub import Hub
+from .jwks import JwksCache
 from .model import WATCHED, Change, ConfigStore
 from .protocol import Resource, Table
 from .server import AdsServicer
@@ -41,7 +42,8 @@ from .source import Source
 from .status import sync_status
 from .status_jobs import ConditionQueue
 from .types import ADDRESS, AUTHORIZATION, ENVOY_TYPES
-from .visibility import NodeScope
+from .visibility import NodeScope, WaypointAccess, combine
+from .waypoint_jobs import ReconcileQueue, affected_waypoints, waypoint_gateways
 
 log = logging.getLogger("mesh-xds")
 
@@ -95,17 +97,21 @@ class Pipeline:
         metrics: XdsMetrics,
         debounce: Debounce,
         conditions: ConditionQueue | None = None,
+        reconcile: ReconcileQueue | None = None,
     ):
         self.store = store
         self.hub = hub
         self.metrics = metrics
         self.debounce = debounce
         self.conditions = conditions
+        self.reconcile = reconcile
+        self.jwks = JwksCache(self.on_jwks)
         self.translator = Translator()
-        self.envoy = EnvoyTranslator()
+        self.envoy = EnvoyTranslator(jwks=self.jwks.get)
         self.scope = NodeScope()
-        hub.visibility = self.scope.visibility
+        hub.visibility = combine(self.scope.visibility, WaypointAccess(self.envoy.readers).visibility)
         self.pending: list[Change] = []
+        self.pending_jwks: set[str] = set()
         self.rebuilt = False
         self._arrived = asyncio.Event()
         self.ready = asyncio.Event()
@@ -114,6 +120,12 @@ class Pipeline:
         self.pending.extend(changes)
         self.debounce.add(time.monotonic(), len(changes))
         self.metrics.changes.inc(len(changes))
+        self._arrived.set()
+
+    def on_jwks(self, uris: set[str]) -> None:
+        """JWKS documents were fetched or changed: re-translate the waypoints inlining them."""
+        self.pending_jwks |= uris
+        self.debounce.add(time.monotonic(), len(uris))
         self._arrived.set()
 
     async def run(self) -> None:
@@ -131,7 +143,8 @@ class Pipeline:
     def flush(self) -> None:
         changes, self.pending = self.pending, []
         started = time.perf_counter()
-        if not self.rebuilt:
+        initial = not self.rebuilt
+        if initial:
             deltas = self.translator.rebuild(self.store)  # the first batch: everything listed
             envoy_deltas = self.envoy.rebuild(self.store)
             moved = self.scope.rebuild(self.store)
@@ -140,7 +153,27 @@ class Pipeline:
             deltas = self.translator.update(self.store, changes)
             envoy_deltas = self.envoy.update(self.store, changes)
             moved = self.scope.apply(changes)
-        for type_url, delta in {**deltas.by_type_url(), **envoy_deltas.by_type_url()}.items():
+        self._publish({**deltas.by_type_url(), **envoy_deltas.by_type_url()})
+        self._envoy_extras(envoy_deltas)
+        if self.pending_jwks:
+            uris, self.pending_jwks = self.pending_jwks, set()
+            jwks_deltas = self.envoy.jwks_changed(self.store, uris)
+            self._publish(jwks_deltas.by_type_url())
+            self._envoy_extras(jwks_deltas)
+        for conn in list(self.hub.connections.values()):
+            if conn.peer.node in moved:  # its node gained or lost a namespace: recompute its policies
+                conn.note_changes(AUTHORIZATION, None)
+        if self.conditions is not None and deltas.conditions_changed:
+            self.conditions.note(self.translator.conditions, set(deltas.conditions_changed))
+        if self.reconcile is not None:
+            # At start-up every waypoint is reconciled (what changed while mesh-xds was away is unknown).
+            self.reconcile.note(waypoint_gateways(self.store) if initial else affected_waypoints(self.store, changes))
+        self.metrics.translate.observe(time.perf_counter() - started)
+        self.metrics.pushes.inc()
+        self.ready.set()
+
+    def _publish(self, by_type: dict) -> None:
+        for type_url, delta in by_type.items():
             if delta.empty and type_url in self.hub.tables:
                 continue
             pack = envoy_any if type_url in ENVOY_TYPES else to_any
@@ -149,14 +182,15 @@ class Pipeline:
             )
             self.hub.publish(type_url, table, set(delta.updated) | set(delta.removed))
             self.metrics.resources.labels(type_url.rsplit(".", 1)[-1]).set(len(table.resources))
-        for conn in list(self.hub.connections.values()):
-            if conn.peer.node in moved:  # its node gained or lost a namespace: recompute its policies
-                conn.note_changes(AUTHORIZATION, None)
-        if self.conditions is not None and deltas.conditions_changed:
-            self.conditions.note(self.translator.conditions, set(deltas.conditions_changed))
-        self.metrics.translate.observe(time.perf_counter() - started)
-        self.metrics.pushes.inc()
-        self.ready.set()
+
+    def _envoy_extras(self, envoy_deltas: EnvoyDeltas) -> None:
+        """Who may read a waypoint resource changed (its Gateway's service account): re-evaluate
+        those names for every stream; and queue the RequestAuthentication conditions."""
+        for type_url, names in envoy_deltas.access_changed.items():
+            for conn in list(self.hub.connections.values()):
+                conn.note_changes(type_url, set(names))
+        if self.conditions is not None and envoy_deltas.conditions_changed:
+            self.conditions.note(self.envoy.conditions, set(envoy_deltas.conditions_changed))
 
 
 def connection(settings: XdsSettings) -> Connection:
@@ -200,7 +234,10 @@ async def run(settings: XdsSettings) -> None:
     store, hub, metrics = ConfigStore(), Hub(), XdsMetrics()
     hub.on_nack = lambda c, type_url, error: metrics.nacks.labels(type_url.rsplit(".", 1)[-1]).inc()
     conditions = ConditionQueue(settings.redis_url)
-    pipeline = Pipeline(store, hub, metrics, Debounce(settings.debounce_quiet, settings.debounce_max), conditions)
+    reconcile = ReconcileQueue(settings.redis_url)
+    pipeline = Pipeline(
+        store, hub, metrics, Debounce(settings.debounce_quiet, settings.debounce_max), conditions, reconcile
+    )
     async with KubeClient(conn) as kube:
         source = Source(
             kube,
@@ -215,6 +252,8 @@ async def run(settings: XdsSettings) -> None:
             asyncio.create_task(source.run(), name="source"),
             asyncio.create_task(pipeline.run(), name="push"),
             asyncio.create_task(conditions.run(), name="conditions"),
+            asyncio.create_task(reconcile.run(), name="waypoint-reconcile"),
+            asyncio.create_task(pipeline.jwks.run(), name="jwks"),
         ]
         await asyncio.wait_for(source.synced.wait(), 60)
         pipeline.flush()  # serve the listed state before accepting streams

@@ -1,16 +1,29 @@
 """What each proxy sees. A node's ztunnel gets every Address (any workload may be a destination)
 but only the Authorization policies it enforces: mesh-wide ones (the root namespace) and those of
 the namespaces that have a workload on its node, since ztunnel applies policy on the receiving
-side (DESIGN §6)."""
+side (DESIGN §6). A waypoint's resources (`waypoint/{N}/{G}`, `inbound-vip|…`) are seen only by
+a workload whose certificate names the waypoint's namespace and service account
+(docs/waypoint.md); to anyone else they do not exist."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from mesh.identity import Identity, IdentityError
+
+from .generators.envoy.resources import is_waypoint_name
 from .model import PODS, ROOT_NAMESPACE, Change, ConfigStore
 from .peers import Peer
-from .types import AUTHORIZATION
+from .types import AUTHORIZATION, ENVOY_TYPES
+
+log = logging.getLogger("mesh-xds.visibility")
+
+Filter = Callable[[str], bool]
+Visibility = Callable[[Peer, str], Filter]
+Readers = Callable[[tuple[str, str]], frozenset[tuple[str, str]]]  # (type URL, name) -> (ns, sa) allowed
+_LOGGED_MAX = 10_000
 
 
 def _placement(pod: dict | None) -> tuple[str, str] | None:
@@ -69,3 +82,61 @@ class NodeScope:
             return lambda _name: True
         namespaces = self.namespaces_on(peer.node) | {self.root}
         return lambda name: name.split("/", 1)[0] in namespaces
+
+
+def _reader(peer: Peer) -> tuple[str, str] | None:
+    """(namespace, service account) of a workload peer's certificate identity."""
+    if peer.kind != "workload" or not peer.identity:
+        return None
+    try:
+        identity = Identity.parse(peer.identity)
+    except IdentityError:
+        return None
+    return identity.namespace, identity.service_account
+
+
+class WaypointAccess:
+    """The peer check for waypoint resources: a stream reads a waypoint's Listener, routes,
+    clusters and endpoints only when its certificate is the waypoint Gateway's service account in
+    the Gateway's namespace; anyone else is answered as if they did not exist (and logged once)."""
+
+    def __init__(self, readers: Readers):
+        self.readers = readers
+        self._logged: set[tuple[str, str]] = set()
+
+    def visibility(self, peer: Peer, type_url: str) -> Filter:
+        if type_url not in ENVOY_TYPES:
+            return lambda _name: True
+        reader = _reader(peer)
+
+        def visible(name: str) -> bool:
+            if not is_waypoint_name(name):
+                return True
+            if reader is not None and reader in self.readers((type_url, name)):
+                return True
+            self._refused(peer, name)
+            return False
+
+        return visible
+
+    def _refused(self, peer: Peer, name: str) -> None:
+        key = (peer.identity or peer.node, name)
+        if key in self._logged:
+            return
+        if len(self._logged) >= _LOGGED_MAX:
+            self._logged.clear()
+        self._logged.add(key)
+        log.warning(
+            "waypoint resource refused: the peer is not the waypoint's service account",
+            extra={"peer": peer.describe(), "resource": name},
+        )
+
+
+def combine(*filters: Visibility) -> Visibility:
+    """A visibility that shows a name only when every one of `filters` does."""
+
+    def visibility(peer: Peer, type_url: str) -> Filter:
+        each = [f(peer, type_url) for f in filters]
+        return lambda name: all(f(name) for f in each)
+
+    return visibility

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mesh import netns
 
-PODAPP = str(Path(__file__).with_name("podapp.py"))
+PODAPP = str(Path(__file__).resolve().parents[2] / "cli" / "sample_app.py")
 HTTP_PORT, ECHO_PORT = 8080, 9000
 SECURITY = "/apis/security.istio.io/v1/namespaces"
 
@@ -39,13 +39,15 @@ def wait(check: Callable[[], object], timeout: float, what: str, interval: float
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def app_pod(name: str, node: str, sa: str, app: str, namespace: str = "default") -> dict:
-    """A pod running podapp.py (HTTP on 8080, echo on 9000) as service account `sa`."""
-    command = [sys.executable, PODAPP, "--http", str(HTTP_PORT), "--echo", str(ECHO_PORT)]
+def app_pod(name: str, node: str, sa: str, app: str, namespace: str = "default", version: str = "") -> dict:
+    """A pod running the sample app (cli/sample_app.py: HTTP on 8080, echo on 9000) as service account `sa`; with a
+    `version`, labelled `version` and answering it as its name."""
+    command = [sys.executable, PODAPP, "--http", str(HTTP_PORT), "--echo", str(ECHO_PORT), "--name", version]
+    labels = {"app": app, **({"version": version} if version else {})}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
         "spec": {"nodeName": node, "serviceAccountName": sa, "containers": [{"name": "app", "command": command}]},
     }
 
@@ -82,6 +84,82 @@ def http_get(pod: dict, ip: str, port: int = HTTP_PORT, path: str = "/", timeout
         return None
     head, _, body = data.partition(b"\r\n\r\n")
     return json.loads(body) if head.startswith(b"HTTP/1.1 200") and body else None
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+class HttpClient:
+    """An HTTP/1.1 keep-alive connection opened from inside a pod (so its ztunnel captures it):
+    what an application in the pod would do, as `kubectl exec … curl` would."""
+
+    def __init__(self, pod: dict, ip: str, port: int, timeout: float = 10) -> None:
+        self.host = f"{ip}:{port}"
+        self._sock = connect(pod, ip, port, timeout)
+        self._buffer = b""
+
+    def request(self, method: str = "GET", path: str = "/", headers: dict[str, str] | None = None) -> Response:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}", "Content-Length: 0"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        fields = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            fields[name.strip().lower()] = value.strip()
+        size = int(fields.get("content-length") or 0)
+        while len(self._buffer) < size:
+            self._fill()
+        body, self._buffer = self._buffer[:size], self._buffer[size:]
+        return Response(int(head[0].split(" ")[1]), fields, body)
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while marker not in self._buffer:
+            self._fill()
+        head, _, self._buffer = self._buffer.partition(marker)
+        return head
+
+    def _fill(self) -> None:
+        chunk = self._sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed by the peer")
+        self._buffer += chunk
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> HttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def request(pod: dict, ip: str, port: int, method: str = "GET", path: str = "/", **headers: str) -> Response | None:
+    """One request on a new connection from inside `pod`; None when the connection was refused or
+    reset (an L4 denial), a Response otherwise (an L7 answer, e.g. 403 from a waypoint)."""
+    try:
+        with HttpClient(pod, ip, port) as client:
+            return client.request(method, path, {k.replace("_", "-"): v for k, v in headers.items()})
+    except OSError:
+        return None
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples of `name` whose labels include `labels`, from Prometheus text."""
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
 
 
 @dataclass

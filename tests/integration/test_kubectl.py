@@ -36,7 +36,7 @@ def kubectl(istiod: harness.Istiod, tmp_path_factory: pytest.TempPathFactory):
 def test_apply_creates_every_object_then_reports_unchanged(kubectl) -> None:
     first = kubectl("apply", "-f", str(SAMPLES))
     lines = first.stdout.strip().splitlines()
-    assert len(lines) == 13, first.stdout
+    assert len(lines) == 16, first.stdout
     assert all(line.endswith(" created") for line in lines), first.stdout
     for expected in (
         "authorizationpolicy.security.istio.io/allow-nothing created",

@@ -13,6 +13,9 @@ from mesh.resources.registry import Registry
 
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 STATUS_VERBS = ["get", "patch", "update"]
+# Subresources answered with another kind: a ServiceAccount's `token` takes and returns a TokenRequest.
+TOKEN_REQUEST = {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}
+KIND_SUBRESOURCES = {"serviceaccounts": ("token", TOKEN_REQUEST, ["create"])}
 SERVER_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-mesh.0.1.0", "platform": "linux/amd64"}
 
 
@@ -40,8 +43,14 @@ def _aggregated_resource(k: ResourceKind) -> dict[str, Any]:
         out["shortNames"] = list(k.short_names)
     if k.categories:
         out["categories"] = list(k.categories)
+    subresources = []
     if k.status_subresource:
-        out["subresources"] = [{"subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS}]
+        subresources.append({"subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS})
+    if k.key in KIND_SUBRESOURCES:
+        name, response_kind, verbs = KIND_SUBRESOURCES[k.key]
+        subresources.append({"subresource": name, "responseKind": response_kind, "verbs": verbs})
+    if subresources:
+        out["subresources"] = subresources
     return out
 
 
@@ -116,6 +125,19 @@ def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any
                     "namespaced": k.namespaced,
                     "kind": k.kind,
                     "verbs": STATUS_VERBS,
+                }
+            )
+        if k.key in KIND_SUBRESOURCES:
+            name, response_kind, verbs = KIND_SUBRESOURCES[k.key]
+            resources.append(
+                {
+                    "name": f"{k.plural}/{name}",
+                    "singularName": "",
+                    "namespaced": k.namespaced,
+                    "group": response_kind["group"],
+                    "version": response_kind["version"],
+                    "kind": response_kind["kind"],
+                    "verbs": verbs,
                 }
             )
     group_version = f"{group}/{version}" if group else version

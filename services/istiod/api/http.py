@@ -91,3 +91,11 @@ def wants_aggregated_discovery(request: Request) -> bool:
 
 def query_flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in ("true", "1")
+
+
+async def read_token_request(request: Request) -> Any:
+    """A TokenRequest body: JSON, or protobuf as `kubectl create token` sends it; None when empty
+    (the defaults apply)."""
+    if not (await request.body()).strip():
+        return None
+    return await read_body(request)

@@ -32,6 +32,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from mesh.proto_gen.k8s import authentication_v1_pb2 as authentication
 from mesh.proto_gen.k8s import core_v1_pb2 as core
 from mesh.proto_gen.k8s import intstr_pb2, meta_v1_pb2, resource_pb2, runtime_pb2
 
@@ -45,6 +46,7 @@ KINDS: dict[tuple[str, str], type[Message]] = {
     ("v1", "Service"): core.Service,
     ("v1", "Pod"): core.Pod,
     ("v1", "Node"): core.Node,
+    ("authentication.k8s.io/v1", "TokenRequest"): authentication.TokenRequest,  # `kubectl create token`
 }
 """The kinds whose protobuf form is decoded, by (apiVersion, kind) as named in the envelope."""
 
@@ -53,6 +55,7 @@ INLINE = frozenset({"handler", "localObjectReference", "volumeSource"})
 
 POINTERS = frozenset(
     {
+        "TokenRequestSpec.expirationSeconds",
         "ObjectMeta.deletionGracePeriodSeconds",
         "OwnerReference.controller",
         "OwnerReference.blockOwnerDeletion",

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from mesh.resources.core import NODE
+from mesh.resources.core import NODE, SERVICE_ACCOUNT
 from mesh.resources.kind import ResourceKind
 from mesh.resources.registry import Registry
 from mesh.selectors import (
@@ -30,15 +30,25 @@ from ..auth import Principal, may
 from ..node_restriction import Guard, guard_for, node_of
 from ..nodes import NodeService
 from ..repository import STRICT, Preconditions, Repository, WriteOptions
+from ..sa_tokens import ServiceAccountTokens
 from ..store.history import History
 from ..store.state import Stored
 from . import discovery, tables
-from .http import error_response, json_response, query_flag, read_body, read_optional_body, wants_table
+from .http import (
+    error_response,
+    json_response,
+    query_flag,
+    read_body,
+    read_optional_body,
+    read_token_request,
+    wants_table,
+)
 from .watch import WatchRequest, WatchStream
 
 FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
-# Subresources beyond `status`, by kind: a Node's `token` (POST: rotate and return its token).
-EXTRA_SUBRESOURCES = {"nodes": ("token",)}
+# Subresources beyond `status`, by kind: a Node's `token` (POST: rotate and return its token) and
+# a ServiceAccount's `token` (POST: the TokenRequest API).
+EXTRA_SUBRESOURCES = {"nodes": ("token",), "serviceaccounts": ("token",)}
 DEFAULT_FIELDS = ("metadata.name", "metadata.namespace")
 
 
@@ -69,7 +79,8 @@ def parse_target(registry: Registry, group: str, version: str, parts: list[str])
     if len(parts) >= 3 and parts[0] == "namespaces":
         candidate = registry.by_path(group, version, parts[2])
         if candidate is not None and candidate.namespaced:
-            if len(parts) > 5 or (len(parts) == 5 and parts[4] != "status"):
+            allowed = ("status", *EXTRA_SUBRESOURCES.get(candidate.key, ()))
+            if len(parts) > 5 or (len(parts) == 5 and parts[4] not in allowed):
                 raise errors.path_not_found()
             name = parts[3] if len(parts) > 3 else None
             sub = parts[4] if len(parts) > 4 else None
@@ -139,8 +150,10 @@ class ResourceHandler:
         metrics: Any,
         nodes: NodeService,
         bookmark_interval: float = 30.0,
+        sa_tokens: ServiceAccountTokens | None = None,
     ):
         self.nodes = nodes
+        self.sa_tokens = sa_tokens
         self.registry = registry
         self.repo = repo
         self.history = history
@@ -159,6 +172,9 @@ class ResourceHandler:
             kind_label = target.kind.resource
             watch = request.method == "GET" and query_flag(request, "watch")
             verb = _verb(request.method, target, watch)
+            if target.kind is SERVICE_ACCOUNT and target.subresource == "token":
+                response = await self._service_account_token(request, principal, target, verb)
+                return response
             guard = None
             if not may(principal, verb):
                 if node_of(principal) is None:
@@ -178,6 +194,16 @@ class ResourceHandler:
         if body is None:
             raise errors.path_not_found()
         return json_response(body)
+
+    async def _service_account_token(
+        self, request: Request, principal: Principal, target: Target, verb: str
+    ) -> Response:
+        """TokenRequest: authorized by the binding it asks for, not by the verb (see sa_tokens)."""
+        if verb != "create" or self.sa_tokens is None:
+            raise errors.method_not_allowed()
+        body = await read_token_request(request)
+        answer = self.sa_tokens.create(principal, target.scope_namespace, target.name or "", body)
+        return json_response(answer, 201)
 
     async def _dispatch(self, request: Request, target: Target, verb: str, guard: Guard | None = None) -> Response:
         kind, ns, name = target.kind, target.scope_namespace, target.name

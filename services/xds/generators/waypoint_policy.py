@@ -16,7 +16,9 @@ will enforce it. Follows istio/istio: pilot/pkg/serviceregistry/ambient/policies
   `use-waypoint-namespace`, `none`, `waypoint-for`, allowedRoutes), else `AncestorNotBound`;
 - one target: its own status, reason and message; several: True when any is bound, `Accepted`
   when all are, `PartiallyInvalid` (still True: those bound are enforced) when some are not, and
-  `Invalid` (False) when none is.
+  `Invalid` (False) when none is;
+- a CUSTOM policy is False, `UnsupportedValue`, whatever its targets: the waypoints have no
+  external authorizer and do not enforce it.
 
 Istio's reasons are kept so that tools keyed on them (istioctl analyze IST0171 reports False, and
 `PartiallyInvalid` although True) read these conditions as Istio's; the messages say more than
@@ -51,6 +53,7 @@ INVALID = "Invalid"
 PARTIALLY_INVALID = "PartiallyInvalid"
 ANCESTOR_NOT_BOUND = "AncestorNotBound"
 TARGET_NOT_FOUND = "TargetNotFound"
+UNSUPPORTED = "UnsupportedValue"  # (as ZtunnelAccepted says of an action ztunnel cannot enforce)
 
 _SERVICE_KINDS = {"Service": SERVICES, "ServiceEntry": SERVICE_ENTRIES}
 _SUPPORTED = "Gateway, GatewayClass, Service or ServiceEntry"
@@ -97,7 +100,15 @@ def waypoint_policy_status(view: ConfigView, ap: Json, root_namespace: str) -> W
     reads: set[Key] = set()
     namespace = meta(ap).get("namespace", "")
     targets = tuple(_target(view, ref or {}, namespace, root_namespace, reads) for ref in refs)
-    return WaypointPolicyStatus(_flatten(targets), targets, frozenset(reads))
+    condition = _flatten(targets)
+    if (ap.get("spec") or {}).get("action") == "CUSTOM":
+        # Waypoints here have no external authorizer (ext_authz): envoy/waypoint_rbac.py skips it.
+        why = (
+            "CUSTOM authorization (an external authorizer) is not supported by this mesh's waypoints: "
+            "the policy is not enforced; express it as ALLOW or DENY rules"
+        )
+        condition = waypoint_accepted(False, UNSUPPORTED, why)
+    return WaypointPolicyStatus(condition, targets, frozenset(reads))
 
 
 def _target(view: ConfigView, ref: Json, namespace: str, root: str, reads: set[Key]) -> TargetStatus:

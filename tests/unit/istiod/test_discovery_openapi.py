@@ -87,11 +87,31 @@ def test_aggregated_discovery_has_a_status_subresource_exactly_where_the_kind_ha
     resources = aggregated_resources()
     for k in KINDS:
         subresources = resources[(k.group, k.version, k.plural)].get("subresources", [])
+        status = [s for s in subresources if s["subresource"] == "status"]
         if k.status_subresource:
-            assert [s["subresource"] for s in subresources] == ["status"], k.kind
-            assert set(subresources[0]["verbs"]) == {"get", "patch", "update"}
+            assert len(status) == 1, k.kind
+            assert set(status[0]["verbs"]) == {"get", "patch", "update"}
         else:
-            assert subresources == [], k.kind
+            assert status == [], k.kind
+
+
+def test_a_service_accounts_token_subresource_is_discoverable() -> None:
+    """kubectl create token posts a TokenRequest to serviceaccounts/token."""
+    resources = aggregated_resources()
+    for k in KINDS:
+        tokens = [
+            s for s in resources[(k.group, k.version, k.plural)].get("subresources", []) if s["subresource"] == "token"
+        ]
+        if k.plural == "serviceaccounts":
+            assert tokens == [
+                {
+                    "subresource": "token",
+                    "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"},
+                    "verbs": ["create"],
+                }
+            ]
+        else:
+            assert tokens == [], k.kind
 
 
 def test_short_names_kubectl_users_type_are_served() -> None:

@@ -1,5 +1,7 @@
 """Envoy v3 xDS for proxyless gRPC clients: Listener, RouteConfiguration, Cluster and
-ClusterLoadAssignment per Service (and per simple ServiceEntry host).
+ClusterLoadAssignment per Service (and per simple ServiceEntry host); and for waypoints, per
+waypoint Gateway, the Listener `waypoint/{N}/{G}` and the `inbound-vip|…` resources of the
+Services bound to it (docs/waypoint.md).
 
 `EnvoyTranslator` (translator.py) has the ztunnel `Translator`'s shape: `rebuild(store)` and
 `update(store, changes)` return `EnvoyDeltas`, whose `by_type_url()` gives a `Delta` per type URL;
@@ -16,7 +18,11 @@ ClusterLoadAssignment per Service (and per simple ServiceEntry host).
 | `virtual_services.py` | VirtualService `http` → routes |
 | `clusters.py` | Cluster (DestinationRule load balancing), ClusterLoadAssignment, subsets |
 | `listeners.py` | a target's Listeners, RouteConfigurations, Clusters and endpoints |
-| `translator.py` | `EnvoyTranslator`: per-source outputs, dependencies, byte-level deltas |
+| `waypoint_listeners.py` | a waypoint's Listener (chains per bound Service port) and what its chains use |
+| `waypoint_rbac.py` | targetRefs AuthorizationPolicies → RBAC DENY / ALLOW HTTP filters |
+| `waypoint_jwt.py` | targetRefs RequestAuthentications → jwt_authn filter (inline JWKS, fail closed) |
+| `waypoint_clusters.py` | inbound-vip Clusters (LB, circuit breakers, outlier detection), endpoint metadata |
+| `translator.py` | `EnvoyTranslator`: per-source outputs, dependencies, readers, byte-level deltas |
 """
 
 from .resources import to_any

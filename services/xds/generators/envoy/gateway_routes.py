@@ -16,6 +16,12 @@ Backends: `weight` 0 is dropped; a Service in another namespace (which would nee
 ReferenceGrant), a kind other than Service or Istio's Hostname, or a port the host does not serve
 is unusable and dropped. A rule left with no backend fails its calls with UNKNOWN (HTTP 500, the
 Gateway API answer, as gRPC maps it).
+
+For a waypoint (`lookup.waypoint`): `method` and `queryParams` matches apply (as a `:method`
+header and query parameter matches), a rule without backends answers 500 directly, the
+RequestMirror filter becomes a mirror policy (its `percent` or `fraction`, else 100 %), `retry`
+becomes an HTTP retry policy on its codes (Istio's default policy when the rule has none), and
+`timeouts.backendRequest` the per-try timeout.
 """
 
 from __future__ import annotations
@@ -32,13 +38,14 @@ from services.xds.model import GRPC_ROUTES, HTTP_ROUTES
 
 from .clusters import hash_policy, port_policy
 from .lookup import Lookup, service_parents
-from .resources import cluster_name, service_host
+from .resources import service_host
 from .routing import (
     GRPC_CODES,
     Action,
     Match,
     always_abort,
     grpc_code_for_http,
+    http_retry_policy,
     retry_policy,
     route,
     route_matches,
@@ -74,18 +81,24 @@ def attached(route_obj: Json, target: Target, port: TargetPort) -> bool:
     return False
 
 
-def _http_match(m: Json) -> Match | None:
-    """An HTTPRoute match; None when no gRPC call can satisfy it (query parameters, a method other
-    than POST: gRPC calls are POSTs without a query string)."""
-    if m.get("queryParams") or m.get("method") not in (None, "POST"):
+def _value_kind(item: Json) -> str:
+    return "regex" if item.get("type") == "RegularExpression" else "exact"
+
+
+def _http_match(m: Json, waypoint: bool = False) -> Match | None:
+    """An HTTPRoute match; for a gRPC client None when no call can satisfy it (query parameters, a
+    method other than POST: gRPC calls are POSTs without a query string)."""
+    if not waypoint and (m.get("queryParams") or m.get("method") not in (None, "POST")):
         return None
     path = m.get("path") or {}
     kind = _PATH_KINDS[path.get("type") or "PathPrefix"]
-    headers = tuple(
-        (h["name"].lower(), "regex" if h.get("type") == "RegularExpression" else "exact", h["value"], False)
-        for h in m.get("headers") or []
-    )
-    return Match((kind, path.get("value", "/")), headers)
+    headers = tuple((h["name"].lower(), _value_kind(h), h["value"], False) for h in m.get("headers") or [])
+    query: tuple[tuple[str, str, str], ...] = ()
+    if waypoint:
+        if m.get("method"):
+            headers += ((":method", "exact", m["method"], False),)
+        query = tuple((q["name"], _value_kind(q), q["value"]) for q in m.get("queryParams") or [])
+    return Match((kind, path.get("value", "/")), headers, query=query)
 
 
 def _grpc_match(m: Json) -> Match:
@@ -136,7 +149,7 @@ def _backend(lookup: Lookup, ref: Json, namespace: str) -> tuple[str, str, int] 
     port = ref.get("port") or (ports[0] if ports else None)
     if port is None or port not in ports:
         return None
-    return cluster_name(host, port), host, port
+    return lookup.cluster(host, port), host, port
 
 
 # The header-modifier filters and the Action fields they fill.
@@ -173,13 +186,47 @@ def _retry(rule: Json) -> rc.RetryPolicy | None:
     return retry_policy(conditions, retry.get("attempts"), _nanos(retry.get("backoff")))
 
 
+def _mirror_percent(mirror: Json) -> float:
+    if mirror.get("percent") is not None:
+        return float(mirror["percent"])
+    share = mirror.get("fraction")
+    if share and share.get("denominator", 100):
+        return 100.0 * share["numerator"] / share.get("denominator", 100)
+    return 100.0
+
+
+def _mirrors(lookup: Lookup, filters: list[Json], namespace: str) -> list[tuple[str, float]]:
+    """RequestMirror filters as (cluster, percent); an unusable backend is dropped."""
+    out = []
+    for f in filters:
+        mirror = f.get("requestMirror") if f.get("type") == "RequestMirror" else None
+        found = _backend(lookup, mirror.get("backendRef") or {}, namespace) if mirror else None
+        if mirror and found is not None:
+            out.append((found[0], _mirror_percent(mirror)))
+    return out
+
+
+def _http_retry(rule: Json) -> rc.RetryPolicy | None:
+    """HTTPRoute `retry` for a waypoint, as Istio converts it: its codes on top of the default
+    connection conditions; none means Istio's default policy."""
+    retry = rule.get("retry")
+    backend_timeout = _nanos((rule.get("timeouts") or {}).get("backendRequest"))
+    if retry is None:
+        return http_retry_policy(None, None, backend_timeout)
+    codes = ",".join(str(code) for code in retry.get("codes") or [])
+    retry_on = "connect-failure,refused-stream,unavailable,cancelled" + (f",{codes}" if codes else "")
+    return http_retry_policy(retry_on, retry.get("attempts"), backend_timeout, _nanos(retry.get("backoff")))
+
+
 def _action(lookup: Lookup, rule: Json, namespace: str, own_cluster: str) -> Action:
     backends = [
         (found, 1 if ref.get("weight") is None else int(ref["weight"]))
         for ref in rule.get("backendRefs") or []
         if (found := _backend(lookup, ref, namespace)) is not None
     ]
-    if not any(weight > 0 for _, weight in backends):
+    if not any(weight > 0 for _, weight in backends) and lookup.waypoint:
+        action = Action(direct_status=500)
+    elif not any(weight > 0 for _, weight in backends):
         action = always_abort(_GATEWAY_500, own_cluster)
     else:
         action = Action(destinations=[(found[0], weight) for found, weight in backends])
@@ -190,7 +237,11 @@ def _action(lookup: Lookup, rule: Json, namespace: str, own_cluster: str) -> Act
     timeouts = rule.get("timeouts") or {}
     if timeouts.get("request"):
         action.timeout_nanos = _nanos(timeouts["request"])
-    action.retry = _retry(rule)
+    if not lookup.waypoint:
+        action.retry = _retry(rule)
+    elif action.direct_status is None:
+        action.retry = _http_retry(rule)
+        action.mirrors = _mirrors(lookup, rule.get("filters") or [], namespace)
     return action
 
 
@@ -204,7 +255,7 @@ def _entries(lookup: Lookup, kind: str, obj: Json, own_cluster: str) -> list[_En
             {"path": {"type": "PathPrefix", "value": "/"}} if kind == HTTP_ROUTES else {}
         ]
         for j, raw in enumerate(raw_matches):
-            match = _http_match(raw) if kind == HTTP_ROUTES else _grpc_match(raw)
+            match = _http_match(raw, lookup.waypoint) if kind == HTTP_ROUTES else _grpc_match(raw)
             if match is not None:
                 name = f"{m.get('namespace', '')}/{m['name']}/{i}/{j}"
                 http_raw = raw if kind == HTTP_ROUTES else {}  # a GRPCRoute's `method` is no HTTP method
@@ -215,7 +266,7 @@ def _entries(lookup: Lookup, kind: str, obj: Json, own_cluster: str) -> list[_En
 def gateway_routes(lookup: Lookup, target: Target, port: TargetPort) -> list[rc.Route]:
     """The routes of every HTTPRoute and GRPCRoute attached to this Service port, in precedence
     order (empty when none is attached)."""
-    own = cluster_name(target.host, port.number)
+    own = lookup.cluster(target.host, port.number)
     entries: list[_Entry] = []
     for kind in (HTTP_ROUTES, GRPC_ROUTES):
         for obj in lookup.named(kind, target.host):

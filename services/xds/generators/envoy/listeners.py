@@ -30,7 +30,7 @@ from .clusters import cluster, hash_policy, load_assignment, port_policy, subset
 from .gateway_routes import gateway_routes
 from .lookup import Lookup
 from .resources import FAULT_FILTER, ROUTER_FILTER, cluster_name, listener_name, pack
-from .routing import Action, Match, route, route_matches
+from .routing import Action, Match, http_retry_policy, route, route_matches
 from .targets import Target, TargetPort
 from .virtual_services import virtual_service_routes
 
@@ -57,8 +57,10 @@ def routes_for(lookup: Lookup, target: Target, port: TargetPort) -> list[rc.Rout
     """The port's routes: attached Gateway API routes, else VirtualService routes, then the
     catch-all to the port's own cluster."""
     routes = gateway_routes(lookup, target, port) or virtual_service_routes(lookup, target, port)
-    own = Action(destinations=[(cluster_name(target.host, port.number), 1)])
+    own = Action(destinations=[(lookup.cluster(target.host, port.number), 1)])
     own.hash_policy = hash_policy(port_policy(lookup.destination_rule(target.host), port.number))
+    if lookup.waypoint:
+        own.retry = http_retry_policy(None, None)  # Istio's default retries apply to every HTTP route
     return [*routes, *(route("default", m, own) for m in route_matches(Match()))]
 
 

@@ -27,7 +27,7 @@ from services.xds.model import (
     Key,
 )
 
-from .resources import resolve_host, service_host
+from .resources import cluster_name, inbound_cluster_name, resolve_host, service_host
 from .targets import host_owner
 
 Json = dict[str, Any]
@@ -108,6 +108,14 @@ class Lookup:
     index: HostIndex
     root_namespace: str
     reads: set[str] = field(default_factory=set)
+    # For a waypoint (an Envoy-like HTTP proxy) rather than a proxyless gRPC client: routes use
+    # HTTP forms (statuses, 5xx retries, methods, query parameters, mirrors, direct responses) and
+    # name `inbound-vip|…` clusters (docs/waypoint.md).
+    waypoint: bool = False
+
+    def cluster(self, host: str, port: int, subset: str = "") -> str:
+        """The name of a host port's (subset's) cluster, in this translation's naming."""
+        return inbound_cluster_name(host, port, subset) if self.waypoint else cluster_name(host, port, subset)
 
     def named(self, kind: str, host: str) -> list[Json]:
         """Objects of `kind` configuring `host`, oldest first."""

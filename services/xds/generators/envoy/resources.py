@@ -1,10 +1,12 @@
-"""Names and wire wrapping of the Envoy resources served to proxyless gRPC clients.
+"""Names and wire wrapping of the Envoy resources served to proxyless gRPC clients and waypoints.
 
 Naming follows Istio's proxyless gRPC generator (istio/istio: pilot/pkg/networking/grpcgen) and
 gRPC's xDS name resolver (gRFC A27): the channel target `xds:///{host}` or `xds:///{host}:{port}`
 is the Listener name; the HttpConnectionManager's `route_config_name` is the same name (so RDS asks
 for it); clusters are Istio's `outbound|{port}|{subset}|{host}`, and each cluster's
 ClusterLoadAssignment carries the cluster's name (reference grpc-proxyless-xds, "Names").
+Waypoints have names of their own (`waypoint/{N}/{G}`, `inbound-vip|…`, docs/waypoint.md), since
+their resources carry fields a gRPC client would refuse.
 """
 
 from __future__ import annotations
@@ -52,6 +54,26 @@ def service_of_host(host: str) -> tuple[str, str] | None:
 def cluster_name(host: str, port: int, subset: str = "") -> str:
     """Istio's outbound cluster name, `outbound|{port}|{subset}|{host}`."""
     return f"outbound|{port}|{subset}|{host}"
+
+
+def inbound_cluster_name(host: str, port: int, subset: str = "") -> str:
+    """A waypoint's cluster for a Service port (docs/waypoint.md): `inbound-vip|{port}|{subset}|{host}`."""
+    return f"inbound-vip|{port}|{subset}|{host}"
+
+
+def inbound_route_name(host: str, port: int) -> str:
+    """A waypoint's RouteConfiguration for a Service port: `inbound-vip|{port}|http|{host}`."""
+    return f"inbound-vip|{port}|http|{host}"
+
+
+def waypoint_listener_name(namespace: str, name: str) -> str:
+    """The Listener a waypoint subscribes to: `waypoint/{N}/{G}`."""
+    return f"waypoint/{namespace}/{name}"
+
+
+def is_waypoint_name(name: str) -> bool:
+    """Whether a resource name is one only waypoints may read (Listener or inbound-vip names)."""
+    return name.startswith(("waypoint/", "inbound-vip|"))
 
 
 def listener_name(host: str, port: int | None = None) -> str:

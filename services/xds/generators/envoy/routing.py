@@ -11,6 +11,10 @@ retries):
   `grpc_status` aborts (gRPC maps an HTTP status the way its HTTP-to-gRPC table does);
 - a route timeout is read from `max_stream_duration` (A31), not from `timeout`;
 - retries name gRPC status codes in `retry_on` (A44).
+
+A waypoint (docs/waypoint.md) reads Envoy's HTTP forms as well: query parameter matches, HTTP
+status aborts, `direct_response`, `request_mirror_policies`, and `http_retry_policy`'s
+`retry_on` (Envoy's HTTP conditions with `retriable_status_codes`).
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class Match:
     path: tuple[str, str] = ("", "")
     headers: tuple[tuple[str, str, str, bool], ...] = ()
     case_sensitive: bool = True
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, kind, value): waypoints only
 
 
 def _string_match(kind: str, value: str) -> string_pb2.StringMatcher:
@@ -120,7 +125,15 @@ def route_matches(match: Match) -> list[rc.RouteMatch]:
         paths = [{"path": value}, {"prefix": value + "/"}]
     else:
         paths = [{"prefix": value if kind in ("prefix", "segment") else "/"}]
-    return [rc.RouteMatch(headers=headers, case_sensitive=sensitive, **p) for p in paths]
+    query = [query_matcher(*q) for q in match.query]
+    return [rc.RouteMatch(headers=headers, query_parameters=query, case_sensitive=sensitive, **p) for p in paths]
+
+
+def query_matcher(name: str, kind: str, value: str) -> rc.QueryParameterMatcher:
+    """A QueryParameterMatcher (`present_match` for presence)."""
+    if kind == "present":
+        return rc.QueryParameterMatcher(name=name, present_match=True)
+    return rc.QueryParameterMatcher(name=name, string_match=_string_match(kind, value))
 
 
 # --- actions ------------------------------------------------------------------------------------
@@ -141,6 +154,9 @@ class Action:
     response_set: Mapping[str, str] = field(default_factory=dict)
     response_add: Mapping[str, str] = field(default_factory=dict)
     response_remove: Sequence[str] = ()
+    mirrors: list[tuple[str, float]] = field(default_factory=list)  # (cluster, percent): waypoints only
+    direct_status: int | None = None  # answer directly with this HTTP status: waypoints only
+    direct_body: str = ""
 
 
 def _header_options(set_: Mapping[str, str], add: Mapping[str, str]) -> list[base_pb2.HeaderValueOption]:
@@ -167,6 +183,10 @@ def route_action(action: Action) -> rc.RouteAction:
     else:
         weights = [rc.WeightedCluster.ClusterWeight(name=c, weight=wrappers_pb2.UInt32Value(value=w)) for c, w in live]
         out.weighted_clusters.CopyFrom(rc.WeightedCluster(clusters=weights))
+    for mirror, percent in action.mirrors:
+        policy = rc.RouteAction.RequestMirrorPolicy(cluster=mirror)
+        policy.runtime_fraction.default_value.CopyFrom(fraction(percent))
+        out.request_mirror_policies.append(policy)
     if action.timeout_nanos is not None:
         # Envoy reads `timeout`; gRPC reads max_stream_duration (A31). 0 means no limit in both.
         out.timeout.CopyFrom(duration(action.timeout_nanos))
@@ -180,12 +200,17 @@ def route(name: str, match: rc.RouteMatch, action: Action) -> rc.Route:
     out = rc.Route(
         name=name,
         match=match,
-        route=route_action(action),
         request_headers_to_add=_header_options(action.request_set, action.request_add),
         request_headers_to_remove=list(action.request_remove),
         response_headers_to_add=_header_options(action.response_set, action.response_add),
         response_headers_to_remove=list(action.response_remove),
     )
+    if action.direct_status is not None:
+        out.direct_response.status = action.direct_status
+        if action.direct_body:
+            out.direct_response.body.inline_string = action.direct_body
+    else:
+        out.route.CopyFrom(route_action(action))
     if action.fault is not None:
         out.typed_per_filter_config[FAULT_FILTER].CopyFrom(pack(action.fault))
     return out
@@ -199,10 +224,14 @@ def fault(
     abort_percent: float | None = None,
     delay_nanos: int | None = None,
     delay_percent: float | None = None,
+    abort_http_status: int | None = None,
 ) -> fault_pb2.HTTPFault | None:
-    """An HTTPFault aborting with a gRPC code and/or delaying, each on a percentage of calls."""
+    """An HTTPFault aborting with a gRPC code (or, for a waypoint, an HTTP status) and/or
+    delaying, each on a percentage of calls."""
     out = fault_pb2.HTTPFault()
-    if abort_code is not None and abort_percent is not None:
+    if abort_percent is not None and abort_http_status is not None:
+        out.abort.CopyFrom(fault_pb2.FaultAbort(http_status=abort_http_status, percentage=fraction(abort_percent)))
+    elif abort_code is not None and abort_percent is not None:
         out.abort.CopyFrom(fault_pb2.FaultAbort(grpc_status=abort_code, percentage=fraction(abort_percent)))
     if delay_nanos is not None and delay_percent is not None:
         out.delay.CopyFrom(
@@ -238,4 +267,47 @@ def retry_policy(
         policy.retry_back_off.max_interval.CopyFrom(duration(backoff_nanos * 10))
     if per_try_nanos:
         policy.per_try_timeout.CopyFrom(duration(per_try_nanos))
+    return policy
+
+
+# Istio's retry policy when a route names none (networking/core/route/retry: DefaultPolicy).
+HTTP_DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+HTTP_DEFAULT_ATTEMPTS = 2
+HTTP_DEFAULT_RETRIABLE_CODES = (503,)
+_RETRIABLE = "retriable-status-codes"
+
+
+def http_retry_policy(
+    retry_on: str | None,
+    attempts: int | None,
+    per_try_nanos: int | None = None,
+    backoff_nanos: int | None = None,
+) -> rc.RetryPolicy | None:
+    """A waypoint's RetryPolicy, as Istio writes it (retry.ConvertPolicy): `retry_on` keeps
+    Envoy's HTTP and gRPC condition names; a number in it is an HTTP status, which becomes a
+    `retriable_status_codes` entry (and the `retriable-status-codes` condition). No `retry_on`
+    means Istio's default conditions with 503; no attempts means 2; 0 attempts means no retries."""
+    if attempts == 0:
+        return None
+    conditions: list[str] = []
+    codes: list[int] = []
+    text = HTTP_DEFAULT_RETRY_ON if retry_on is None else retry_on
+    for item in text.split(","):
+        item = item.strip()
+        if item.isdigit():
+            codes.append(int(item))
+            item = _RETRIABLE
+        if item and item not in conditions:
+            conditions.append(item)
+    if retry_on is None:
+        codes = list(HTTP_DEFAULT_RETRIABLE_CODES)
+    if not conditions:
+        return None
+    policy = rc.RetryPolicy(retry_on=",".join(conditions), retriable_status_codes=sorted(set(codes)))
+    policy.num_retries.value = HTTP_DEFAULT_ATTEMPTS if attempts is None else attempts
+    if per_try_nanos:
+        policy.per_try_timeout.CopyFrom(duration(per_try_nanos))
+    if backoff_nanos:
+        policy.retry_back_off.base_interval.CopyFrom(duration(backoff_nanos))
+        policy.retry_back_off.max_interval.CopyFrom(duration(backoff_nanos * 10))
     return policy

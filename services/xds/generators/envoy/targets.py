@@ -15,7 +15,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from mesh.identity import DEFAULT_TRUST_DOMAIN
 from services.xds.generators.view import ConfigView, IndexedView, labels_of, meta, selector_of
+from services.xds.generators.workloads import REDIRECTION
 from services.xds.model import PODS, SERVICE_ENTRIES, SERVICES
 
 from .resources import service_host, service_of_host
@@ -30,6 +32,7 @@ class TargetPort:
     number: int
     name: str = ""
     target: int | str | None = None  # a number, a container port name, or None (= number)
+    app_protocol: str = ""  # Kubernetes appProtocol (a waypoint picks its HTTP codec by it)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,10 @@ class Endpoint:
     ip: str
     port: int
     labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    # How a waypoint reaches it (docs/waypoint.md): "hbone" when ztunnel captured the pod, else
+    # "plaintext"; and the SPIFFE identity it must present.
+    tunnel: str = field(default="plaintext", compare=False, hash=False)
+    identity: str = field(default="", compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class Target:
     namespace: str
     ports: tuple[TargetPort, ...]
     endpoints: dict[int, tuple[Endpoint, ...]]
+    vips: tuple[str, ...] = ()  # the addresses clients dial (an IP, or a CIDR for a ServiceEntry)
 
     @property
     def default_port(self) -> TargetPort:
@@ -97,16 +105,29 @@ def _selected_pods(view: IndexedView, namespace: str, selector: dict[str, str]) 
     return [pod for ns, name in sorted(names) if (pod := view.get(PODS, ns, name)) is not None]
 
 
+def pod_identity(pod: Json) -> str:
+    """The SPIFFE identity a pod's ztunnel presents for it (its service account, else `default`)."""
+    sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+    return f"spiffe://{DEFAULT_TRUST_DOMAIN}/ns/{meta(pod).get('namespace', '')}/sa/{sa}"
+
+
+def pod_tunnel(pod: Json) -> str:
+    """The tunnel ("hbone") when the node agent captured the pod (its redirection annotation), else "plaintext"."""
+    annotations = meta(pod).get("annotations") or {}
+    return "hbone" if annotations.get(REDIRECTION) == "enabled" else "plaintext"
+
+
 def _pod_endpoints(pods: list[Json], ports: tuple[TargetPort, ...], not_ready: bool) -> dict[int, list[Endpoint]]:
     out: dict[int, list[Endpoint]] = {p.number: [] for p in ports}
     for pod in pods:
         ip = pod_ip(pod, not_ready)
         if ip is None:
             continue
+        tunnel, identity = pod_tunnel(pod), pod_identity(pod)
         for port in ports:
             number = _pod_port(pod, port)
             if number:
-                out[port.number].append(Endpoint(ip, number, labels_of(pod)))
+                out[port.number].append(Endpoint(ip, number, labels_of(pod), tunnel, identity))
     return out
 
 
@@ -121,7 +142,7 @@ def service_ports(svc: Json) -> tuple[TargetPort, ...]:
     if spec.get("type") == "ExternalName":
         return ()
     return tuple(
-        TargetPort(p["port"], p.get("name") or "", p.get("targetPort"))
+        TargetPort(p["port"], p.get("name") or "", p.get("targetPort"), p.get("appProtocol") or "")
         for p in spec.get("ports") or []
         if (p.get("protocol") or "TCP") == "TCP"
     )
@@ -132,7 +153,10 @@ def entry_ports(se: Json) -> tuple[TargetPort, ...]:
     spec = se.get("spec") or {}
     if (spec.get("resolution") or "NONE") == "NONE":
         return ()
-    return tuple(TargetPort(p["number"], p.get("name") or "", p.get("targetPort")) for p in spec.get("ports") or [])
+    return tuple(
+        TargetPort(p["number"], p.get("name") or "", p.get("targetPort"), (p.get("protocol") or "").lower())
+        for p in spec.get("ports") or []
+    )
 
 
 def entry_hosts(se: Json) -> list[str]:
@@ -150,10 +174,12 @@ def service_target(view: IndexedView, svc: Json) -> Target | None:
     selector = selector_of(SERVICES, svc)
     pods = _selected_pods(view, namespace, selector) if selector else []
     endpoints = _pod_endpoints(pods, ports, bool(spec.get("publishNotReadyAddresses")))
-    return Target(service_host(name, namespace), namespace, ports, _frozen(endpoints))
+    addresses = [spec.get("clusterIP"), *(spec.get("clusterIPs") or [])]
+    vips = tuple(dict.fromkeys(ip for ip in addresses if ip and _is_ip(ip)))  # "None" (headless) is no VIP
+    return Target(service_host(name, namespace), namespace, ports, _frozen(endpoints), vips)
 
 
-def _entry_endpoints(spec: Json, ports: tuple[TargetPort, ...]) -> dict[int, list[Endpoint]]:
+def _entry_endpoints(spec: Json, ports: tuple[TargetPort, ...], namespace: str) -> dict[int, list[Endpoint]]:
     """A ServiceEntry's inline endpoints: IP addresses only; an endpoint's own `ports` map (by port
     name) overrides the port's targetPort."""
     out: dict[int, list[Endpoint]] = {p.number: [] for p in ports}
@@ -161,9 +187,14 @@ def _entry_endpoints(spec: Json, ports: tuple[TargetPort, ...]) -> dict[int, lis
         address = entry.get("address") or ""
         if not _is_ip(address):
             continue  # a DNS name or a Unix socket: nothing a gRPC EDS endpoint can hold
+        identity = ""
+        if entry.get("serviceAccount"):
+            identity = f"spiffe://{DEFAULT_TRUST_DOMAIN}/ns/{namespace}/sa/{entry['serviceAccount']}"
         for port in ports:
             number = (entry.get("ports") or {}).get(port.name) or port.target or port.number
-            out[port.number].append(Endpoint(address, int(number), dict(entry.get("labels") or {})))
+            out[port.number].append(
+                Endpoint(address, int(number), dict(entry.get("labels") or {}), "plaintext", identity)
+            )
     return out
 
 
@@ -175,13 +206,14 @@ def service_entry_targets(view: IndexedView, se: Json) -> list[Target]:
     if not ports:
         return []
     namespace = meta(se).get("namespace", "")
-    endpoints = _entry_endpoints(spec, ports)
+    endpoints = _entry_endpoints(spec, ports, namespace)
     selector = selector_of(SERVICE_ENTRIES, se)
     if selector:  # workloadSelector: pods of the namespace, at targetPort (or the port number)
         for port, found in _pod_endpoints(_selected_pods(view, namespace, selector), ports, False).items():
             endpoints[port] += found
     frozen = _frozen(endpoints)
-    return [Target(host, namespace, ports, frozen) for host in entry_hosts(se)]
+    vips = tuple(a for a in spec.get("addresses") or [] if _is_ip(a.split("/", 1)[0]))
+    return [Target(host, namespace, ports, frozen, vips) for host in entry_hosts(se)]
 
 
 def host_owner(view: ConfigView, host: str, entries: list[Json]) -> tuple[str, tuple[TargetPort, ...]] | None:

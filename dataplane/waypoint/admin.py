@@ -1,0 +1,129 @@
+"""The waypoint's admin (15000), metrics (15020) and readiness (15021) endpoints.
+
+- `:15000/config_dump`: filter chains by (VIP, port), route configs, clusters with their endpoints
+  and circuit-breaker state, the certificate (serial, validity), xDS status; `POST /quitquitquit`;
+- `:15020/stats/prometheus`: the L7 metrics;
+- `:15021/healthz/ready`: 200 once the certificate is at hand and the Listener and its routes
+  arrived (contract), else 503 naming what is awaited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from google.protobuf import json_format
+
+from mesh.admin_http import Response, Routes, text
+from mesh.readiness import Readiness
+
+from .config import ConfigStore
+from .identity import WaypointIdentity
+from .settings import WaypointConfig
+from .telemetry import CONTENT_TYPE, Metrics
+from .xds_client import XdsClient
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class AdminSources:
+    """What the admin endpoints read, and the one thing they do: ask the process to quit."""
+
+    config: WaypointConfig
+    store: ConfigStore
+    identity: WaypointIdentity
+    xds: XdsClient
+    readiness: Readiness
+    metrics: Metrics
+    in_flight: Callable[[str], int]
+    quit: Callable[[], None]
+
+
+def _certificate(src: AdminSources) -> dict[str, Any]:
+    cert = src.identity.certificate()
+    statuses = [s for s in src.identity.status() if s.identity == src.identity.identity]
+    status = statuses[0] if statuses else None
+    return {
+        "identity": str(src.identity.identity),
+        "state": status.state.value if status else "Initializing",
+        "serial": cert.serial if cert else None,
+        "notBefore": cert.not_before.isoformat() if cert else None,
+        "notAfter": cert.not_after.isoformat() if cert else None,
+        "nextRefresh": status.next_refresh.isoformat() if status and status.next_refresh else None,
+        "error": status.error if status else None,
+    }
+
+
+def config_dump(src: AdminSources) -> dict[str, Any]:
+    """The whole dump (see the module docstring)."""
+    snap = src.store.snapshot
+    listeners = {
+        name: [
+            {
+                "name": c.name,
+                "vips": sorted(c.vips),
+                "port": c.port,
+                "codec": c.codec,
+                "routeConfig": c.route_config_name,
+                "jwt": c.jwt is not None,
+                "rbacFilters": len(c.rbac),
+                "fault": c.fault,
+            }
+            for c in chains
+        ]
+        for name, chains in snap.listeners.items()
+    }
+    clusters = {
+        name: {
+            "cluster": json_format.MessageToDict(cluster),
+            "endpoints": [
+                {"address": e.address, "tunnel": e.tunnel, "identity": e.identity, "weight": e.weight}
+                for e in src.store.cluster_endpoints(name)
+            ],
+            "inFlight": src.in_flight(name),
+        }
+        for name, cluster in snap.clusters.items()
+    }
+    return {
+        "gateway": src.config.gateway,
+        "listeners": listeners,
+        "routes": {name: json_format.MessageToDict(r) for name, r in snap.routes.items()},
+        "clusters": clusters,
+        "certificate": _certificate(src),
+        "xds": src.xds.status(),
+    }
+
+
+def admin_routes(src: AdminSources) -> Routes:
+    async def dump(_method: str) -> Response:
+        return Response(200, orjson.dumps(config_dump(src), option=orjson.OPT_INDENT_2), JSON)
+
+    async def quit_(method: str) -> Response:
+        if method != "POST":
+            return text(405, "use POST /quitquitquit")
+        src.quit()
+        return text(200, "OK: draining")
+
+    async def index(_method: str) -> Response:
+        return text(200, "waypoint admin: /config_dump, /quitquitquit (POST)")
+
+    return {"/": index, "/config_dump": dump, "/quitquitquit": quit_}
+
+
+def metrics_routes(metrics: Metrics) -> Routes:
+    async def scrape(_method: str) -> Response:
+        return Response(200, metrics.exposition(), CONTENT_TYPE)
+
+    return {"/stats/prometheus": scrape, "/metrics": scrape}
+
+
+def readiness_routes(readiness: Readiness) -> Routes:
+    async def ready(_method: str) -> Response:
+        if readiness.ready:
+            return text(200, "ready")
+        return text(503, "not ready: waiting for " + ", ".join(readiness.pending()))
+
+    return {"/healthz/ready": ready}

@@ -1,0 +1,289 @@
+"""The waypoint's configuration model: Envoy v3 resources from mesh-xds, converted at the edge.
+
+docs/waypoint.md, "Configuration from mesh-xds (contract)": a Listener `waypoint/N/G` whose filter
+chains match (VIP, port) and carry an HttpConnectionManager (codec, RDS name, and the jwt_authn,
+rbac, fault, router filters); RouteConfigurations; Clusters; ClusterLoadAssignments with the
+endpoints' tunnel and identity in `filter_metadata["istio"]`.
+
+`ConfigStore.apply` converts a delta of one type outside any shared state, then swaps it in; what
+cannot be converted is returned as `"name: reason"` so the xDS client NACKs it by name while the
+previous version of that resource stays in force (STYLE: ztunnel's store). Route, JWT and RBAC
+messages stay Envoy messages: the L7 decisions (l7/) are written over them. Not thread-safe: the
+event loop owns it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf import any_pb2, message
+
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+TYPES = (LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE)
+
+HCM_FILTER = "envoy.filters.network.http_connection_manager"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+RBAC_FILTER = "envoy.filters.http.rbac"
+FAULT_FILTER = "envoy.filters.http.fault"
+ROUTER_FILTER = "envoy.filters.http.router"
+_KNOWN_HTTP_FILTERS = (JWT_FILTER, RBAC_FILTER, FAULT_FILTER, ROUTER_FILTER)
+_CODECS = {hcm_pb2.HttpConnectionManager.AUTO: "auto", hcm_pb2.HttpConnectionManager.HTTP1: "http1"}
+_CODECS[hcm_pb2.HttpConnectionManager.HTTP2] = "http2"
+
+
+class ConfigRejected(ValueError):
+    """A resource the waypoint cannot use; the message is what the NACK says."""
+
+
+@dataclass(frozen=True)
+class FilterChain:
+    """One (service, port) bound to the waypoint: where its requests go and what they pass."""
+
+    name: str  # {host}:{port}
+    vips: frozenset[str]
+    port: int
+    codec: str  # auto | http1 | http2
+    stat_prefix: str
+    route_config_name: str
+    jwt: jwt_pb2.JwtAuthentication | None = None
+    rbac: tuple[rbac_pb2.RBAC, ...] = ()  # in filter order: DENY, then ALLOW
+    fault: bool = False
+
+    @property
+    def host(self) -> str:
+        """The service hostname (`{host}:{port}` without the port)."""
+        return self.name.rpartition(":")[0] or self.name
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One ready endpoint of a cluster."""
+
+    ip: str
+    port: int
+    tunnel: str  # hbone | plaintext
+    identity: str | None
+    weight: int = 1
+
+    @property
+    def address(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass
+class Snapshot:
+    """Everything held, by resource name; replaced piecewise by `ConfigStore.apply`."""
+
+    listeners: dict[str, tuple[FilterChain, ...]] = field(default_factory=dict)
+    routes: dict[str, route_pb2.RouteConfiguration] = field(default_factory=dict)
+    clusters: dict[str, cluster_pb2.Cluster] = field(default_factory=dict)
+    endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+
+
+def _unpack(any_msg: any_pb2.Any, cls: type[message.Message], what: str) -> message.Message:
+    out = cls()
+    if not any_msg.Unpack(out):
+        raise ConfigRejected(f"{what}: expected {cls.DESCRIPTOR.full_name}, got {any_msg.type_url}")
+    return out
+
+
+def _http_filters(hcm: hcm_pb2.HttpConnectionManager, where: str) -> dict[str, object]:
+    jwt: jwt_pb2.JwtAuthentication | None = None
+    rbac: list[rbac_pb2.RBAC] = []
+    fault = False
+    for f in hcm.http_filters:
+        if f.name == JWT_FILTER:
+            jwt = _unpack(f.typed_config, jwt_pb2.JwtAuthentication, f"{where} {f.name}")
+        elif f.name == RBAC_FILTER:
+            rbac.append(_unpack(f.typed_config, rbac_pb2.RBAC, f"{where} {f.name}"))
+        elif f.name == FAULT_FILTER:
+            fault = True
+        elif f.name != ROUTER_FILTER and not f.is_optional:
+            raise ConfigRejected(
+                f"{where}: unsupported http filter {f.name!r} (known: {', '.join(_KNOWN_HTTP_FILTERS)})"
+            )
+    return {"jwt": jwt, "rbac": tuple(rbac), "fault": fault}
+
+
+def filter_chain(chain: listener_pb2.FilterChain) -> FilterChain:
+    """One Listener filter chain as the proxy uses it (ConfigRejected when it is not the shape
+    of the contract)."""
+    where = f"filter chain {chain.name!r}"
+    match = chain.filter_chain_match
+    if not match.HasField("destination_port"):
+        raise ConfigRejected(f"{where}: filter_chain_match.destination_port is required")
+    vips = set()
+    for prefix in match.prefix_ranges:
+        try:
+            vips.add(str(ipaddress.ip_address(prefix.address_prefix)))
+        except ValueError:
+            raise ConfigRejected(f"{where}: prefix {prefix.address_prefix!r} is not an IP address") from None
+    hcm_filters = [f for f in chain.filters if f.name == HCM_FILTER]
+    if len(hcm_filters) != 1:
+        raise ConfigRejected(f"{where}: expected one {HCM_FILTER} filter, found {len(hcm_filters)}")
+    hcm = _unpack(hcm_filters[0].typed_config, hcm_pb2.HttpConnectionManager, where)
+    if not hcm.HasField("rds") or not hcm.rds.route_config_name:
+        raise ConfigRejected(f"{where}: the HttpConnectionManager has no rds.route_config_name")
+    codec = _CODECS.get(hcm.codec_type)
+    if codec is None:
+        raise ConfigRejected(f"{where}: codec_type {hcm.codec_type} is not supported")
+    return FilterChain(
+        name=chain.name,
+        vips=frozenset(vips),
+        port=match.destination_port.value,
+        codec=codec,
+        stat_prefix=hcm.stat_prefix,
+        route_config_name=hcm.rds.route_config_name,
+        **_http_filters(hcm, where),  # type: ignore[arg-type]
+    )
+
+
+def endpoints(cla: endpoint_pb2.ClusterLoadAssignment) -> tuple[Endpoint, ...]:
+    """The ready endpoints of a ClusterLoadAssignment; tunnel and identity from
+    `metadata.filter_metadata["istio"]` (plaintext when absent)."""
+    out = []
+    for locality in cla.endpoints:
+        for lb in locality.lb_endpoints:
+            if lb.health_status in (3, 4, 5):  # UNHEALTHY, DRAINING, TIMEOUT
+                continue
+            socket = lb.endpoint.address.socket_address
+            if not socket.address or not socket.port_value:
+                raise ConfigRejected(f"endpoint without a socket address in {cla.cluster_name!r}")
+            istio = lb.metadata.filter_metadata.get("istio")
+            fields = istio.fields if istio is not None else {}
+            tunnel = fields["tunnel"].string_value if "tunnel" in fields else "plaintext"
+            if tunnel not in ("hbone", "plaintext"):
+                raise ConfigRejected(f"endpoint {socket.address}: tunnel {tunnel!r} is neither hbone nor plaintext")
+            identity = fields["identity"].string_value if "identity" in fields else None
+            weight = lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1
+            out.append(Endpoint(socket.address, socket.port_value, tunnel, identity or None, weight))
+    return tuple(out)
+
+
+def route_clusters(route_config: route_pb2.RouteConfiguration) -> set[str]:
+    """Every cluster a RouteConfiguration names (routes, weighted splits, mirrors)."""
+    names: set[str] = set()
+    for vhost in route_config.virtual_hosts:
+        for route in vhost.routes:
+            if not route.HasField("route"):
+                continue
+            action = route.route
+            if action.cluster:
+                names.add(action.cluster)
+            names.update(w.name for w in action.weighted_clusters.clusters)
+            names.update(m.cluster for m in action.request_mirror_policies if m.cluster)
+    return names
+
+
+def _convert(type_url: str, name: str, resource: any_pb2.Any) -> object:
+    if type_url == LISTENER_TYPE:
+        listener = _unpack(resource, listener_pb2.Listener, name)
+        return tuple(filter_chain(chain) for chain in listener.filter_chains)
+    if type_url == ROUTE_TYPE:
+        return _unpack(resource, route_pb2.RouteConfiguration, name)
+    if type_url == CLUSTER_TYPE:
+        cluster = _unpack(resource, cluster_pb2.Cluster, name)
+        if cluster.type not in (cluster_pb2.Cluster.EDS, cluster_pb2.Cluster.STATIC):
+            raise ConfigRejected(
+                f"cluster type {cluster_pb2.Cluster.DiscoveryType.Name(cluster.type)} is not supported"
+            )
+        return cluster
+    if type_url == ENDPOINT_TYPE:
+        return endpoints(_unpack(resource, endpoint_pb2.ClusterLoadAssignment, name))
+    raise ConfigRejected(f"type {type_url} is not one the waypoint asks for")
+
+
+class ConfigStore:
+    """The waypoint's config, with the (VIP, port) index the proxy looks chains up by."""
+
+    def __init__(self) -> None:
+        self.snapshot = Snapshot()
+        self._chains: dict[tuple[str, int], FilterChain] = {}
+        self.version = 0  # bumped on every change; consumers rebuild what they derived
+
+    def _table(self, type_url: str) -> dict:
+        return {
+            LISTENER_TYPE: self.snapshot.listeners,
+            ROUTE_TYPE: self.snapshot.routes,
+            CLUSTER_TYPE: self.snapshot.clusters,
+            ENDPOINT_TYPE: self.snapshot.endpoints,
+        }[type_url]
+
+    def apply(self, type_url: str, updated: dict[str, any_pb2.Any], removed: Iterable[str]) -> list[str]:
+        """Apply one delta; the refused resources come back as `"name: reason"` (and keep their
+        previous version)."""
+        converted: dict[str, object] = {}
+        rejections: list[str] = []
+        for name, resource in updated.items():
+            try:
+                converted[name] = _convert(type_url, name, resource)
+            except (ConfigRejected, message.DecodeError) as e:
+                rejections.append(f"{name}: {e}")
+        if type_url not in TYPES:
+            return rejections
+        table = self._table(type_url)
+        table.update(converted)
+        for name in removed:
+            table.pop(name, None)
+        if type_url == LISTENER_TYPE:
+            self._chains = {
+                (vip, chain.port): chain for chains in table.values() for chain in chains for vip in chain.vips
+            }
+        self.version += 1
+        return rejections
+
+    def chain_for(self, vip: str, port: int) -> FilterChain | None:
+        """The filter chain for a CONNECT to `vip:port`, if one is bound."""
+        return self._chains.get((vip, port))
+
+    def route_config(self, name: str) -> route_pb2.RouteConfiguration | None:
+        return self.snapshot.routes.get(name)
+
+    def cluster(self, name: str) -> cluster_pb2.Cluster | None:
+        return self.snapshot.clusters.get(name)
+
+    def cluster_endpoints(self, name: str) -> tuple[Endpoint, ...]:
+        """The cluster's endpoints: from its ClusterLoadAssignment (EDS), or inline (STATIC)."""
+        held = self.snapshot.endpoints.get(name)
+        if held is not None:
+            return held
+        cluster = self.snapshot.clusters.get(name)
+        if cluster is not None and cluster.HasField("load_assignment"):
+            return endpoints(cluster.load_assignment)
+        return ()
+
+    def wanted(self) -> dict[str, set[str]]:
+        """The names to subscribe to per type, as what is held names them: the listeners' route
+        configs, the routes' clusters, the EDS clusters' assignments."""
+        snap = self.snapshot
+        routes = {chain.route_config_name for chains in snap.listeners.values() for chain in chains}
+        clusters: set[str] = set()
+        for name in routes:
+            if name in snap.routes:
+                clusters |= route_clusters(snap.routes[name])
+        eds = {
+            name
+            for name in clusters
+            if (c := snap.clusters.get(name)) is not None and c.type == cluster_pb2.Cluster.EDS
+        }
+        return {ROUTE_TYPE: routes, CLUSTER_TYPE: clusters, ENDPOINT_TYPE: eds}
+
+    @property
+    def has_listener_and_routes(self) -> bool:
+        """Readiness (contract): the Listener arrived and every route config it names."""
+        snap = self.snapshot
+        if not snap.listeners:
+            return False
+        return all(chain.route_config_name in snap.routes for chains in snap.listeners.values() for chain in chains)

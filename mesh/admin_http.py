@@ -1,0 +1,77 @@
+"""A minimal HTTP/1.1 server for the proxies' admin, metrics and readiness ports (ztunnel, waypoint).
+
+These ports answer a handful of GETs from meshctl, Prometheus and probes: one request per
+connection, no bodies beyond a small limit, `Connection: close`. A full web framework would add
+its start-up time and memory to every node for that; the data path never touches this code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("mesh.admin")
+MAX_HEAD = 16 << 10
+READ_TIMEOUT = 10.0
+_REASONS = {
+    200: "OK",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    400: "Bad Request",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Response:
+    """One answer: status, body and its content type."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+
+
+Handler = Callable[[str], Awaitable[Response]]  # (method) -> response
+Routes = dict[str, Handler]
+
+
+def text(status: int, message: str) -> Response:
+    """A plain-text answer ending in a newline."""
+    return Response(status, (message + "\n").encode())
+
+
+async def _serve(routes: Routes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+        method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+        path = target.split("?", 1)[0]
+        handler = routes.get(path)
+        if handler is None:
+            response = text(404, f"no such endpoint {path}; try: {', '.join(sorted(routes))}")
+        else:
+            response = await handler(method)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError, ConnectionError):
+        writer.close()
+        return
+    except Exception:
+        log.exception("admin handler failed")
+        response = text(500, "internal error")
+    reason = _REASONS.get(response.status, "")
+    writer.write(
+        f"HTTP/1.1 {response.status} {reason}\r\nContent-Type: {response.content_type}\r\n"
+        f"Content-Length: {len(response.body)}\r\nConnection: close\r\n\r\n".encode()
+        + response.body
+    )
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()
+    writer.close()
+
+
+async def serve(host: str, port: int, routes: Routes) -> asyncio.Server:
+    """Start answering `routes` (exact paths) on host:port."""
+    return await asyncio.start_server(lambda r, w: _serve(routes, r, w), host, port, limit=MAX_HEAD, reuse_address=True)

@@ -1,0 +1,105 @@
+"""A waypoint's Clusters and ClusterLoadAssignments (`inbound-vip|{port}|{subset}|{host}`).
+
+Unlike a gRPC client's clusters (clusters.py), a waypoint's take every DestinationRule setting an
+HTTP proxy applies (Istio: networking/core/cluster_traffic_policy.go), in Envoy's own fields:
+- `loadBalancer.simple`: ROUND_ROBIN, LEAST_REQUEST (Istio's LEAST_CONN is its old name), RANDOM;
+  PASSTHROUGH and UNSPECIFIED stay ROUND_ROBIN; `consistentHash` is RING_HASH;
+- `connectionPool`: `tcp.maxConnections` → `max_connections`, `http.http1MaxPendingRequests` →
+  `max_pending_requests`, `http.http2MaxRequests` → `max_requests`, `http.maxRetries` →
+  `max_retries`, in `circuit_breakers.thresholds[0]` (Envoy's DEFAULT priority); `tcp.connectTimeout`
+  → `connect_timeout`;
+- `outlierDetection`: `consecutive5xxErrors` (or the deprecated `consecutiveErrors`) →
+  `consecutive_5xx`, `interval`, `baseEjectionTime`, `maxEjectionPercent`.
+
+Endpoints carry `metadata.filter_metadata["istio"] = {"tunnel", "identity"}`: how the waypoint
+reaches each one (HBONE to a captured pod, else plain TCP) and whom it must find there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.endpoint.v3 import endpoint_pb2
+from google.protobuf import struct_pb2
+
+from mesh.resources.networking.common import duration_nanos
+
+from .clusters import CONNECT_TIMEOUT, cluster, load_assignment
+from .resources import inbound_cluster_name
+from .routing import duration
+from .targets import Endpoint
+
+Json = dict[str, Any]
+
+ISTIO_METADATA = "istio"  # the filter_metadata key the waypoint reads an endpoint's tunnel from
+_LB = {
+    "ROUND_ROBIN": cluster_pb2.Cluster.ROUND_ROBIN,
+    "LEAST_REQUEST": cluster_pb2.Cluster.LEAST_REQUEST,
+    "LEAST_CONN": cluster_pb2.Cluster.LEAST_REQUEST,
+    "RANDOM": cluster_pb2.Cluster.RANDOM,
+}
+
+
+def _nanos(value: Any) -> int | None:
+    return duration_nanos(value) if isinstance(value, str) and value else None
+
+
+def _circuit_breaker(pool: Json) -> circuit_breaker_pb2.CircuitBreakers.Thresholds | None:
+    tcp, http = pool.get("tcp") or {}, pool.get("http") or {}
+    threshold = circuit_breaker_pb2.CircuitBreakers.Thresholds()
+    limits = {
+        "max_connections": tcp.get("maxConnections"),
+        "max_pending_requests": http.get("http1MaxPendingRequests"),
+        "max_requests": http.get("http2MaxRequests"),
+        "max_retries": http.get("maxRetries"),
+    }
+    for name, value in limits.items():
+        if value:
+            getattr(threshold, name).value = int(value)
+    return threshold if any(limits.values()) else None
+
+
+def _outlier(spec: Json) -> outlier_detection_pb2.OutlierDetection:
+    out = outlier_detection_pb2.OutlierDetection()
+    errors = spec.get("consecutive5xxErrors", spec.get("consecutiveErrors"))
+    if errors is not None:
+        out.consecutive_5xx.value = int(errors)
+    for field_name, key in (("interval", "interval"), ("base_ejection_time", "baseEjectionTime")):
+        nanos = _nanos(spec.get(key))
+        if nanos is not None:
+            getattr(out, field_name).CopyFrom(duration(nanos))
+    if spec.get("maxEjectionPercent") is not None:
+        out.max_ejection_percent.value = int(spec["maxEjectionPercent"])
+    return out
+
+
+def waypoint_cluster(host: str, port: int, policy: Json, subset: str = "") -> cluster_pb2.Cluster:
+    """The EDS cluster of one Service port (and subset) behind a waypoint, with the policy's load
+    balancing, circuit breaking and outlier detection."""
+    out = cluster(host, port, policy, subset)
+    out.name = inbound_cluster_name(host, port, subset)
+    balancer = policy.get("loadBalancer") or {}
+    if balancer.get("consistentHash") is None:
+        out.lb_policy = _LB.get(balancer.get("simple") or "", cluster_pb2.Cluster.ROUND_ROBIN)
+    pool = policy.get("connectionPool") or {}
+    out.ClearField("circuit_breakers")
+    threshold = _circuit_breaker(pool)
+    if threshold is not None:
+        out.circuit_breakers.thresholds.append(threshold)
+    timeout = _nanos((pool.get("tcp") or {}).get("connectTimeout"))
+    out.connect_timeout.CopyFrom(duration(timeout) if timeout else CONNECT_TIMEOUT)
+    if policy.get("outlierDetection"):
+        out.outlier_detection.CopyFrom(_outlier(policy["outlierDetection"]))
+    return out
+
+
+def waypoint_load_assignment(name: str, endpoints: tuple[Endpoint, ...]) -> endpoint_pb2.ClusterLoadAssignment:
+    """The endpoints of a waypoint cluster, each with its tunnel and identity."""
+    out = load_assignment(name, endpoints)
+    for locality in out.endpoints:
+        for lb, endpoint in zip(locality.lb_endpoints, endpoints, strict=True):
+            istio = struct_pb2.Struct()
+            istio.update({"tunnel": endpoint.tunnel, "identity": endpoint.identity})
+            lb.metadata.filter_metadata[ISTIO_METADATA].CopyFrom(istio)
+    return out

@@ -1,0 +1,343 @@
+"""Waypoints end to end, as root, on a real 2-node netns cluster made by `meshctl cluster up`.
+
+One cluster for the module. Namespace `default` is ambient and uses the waypoint `waypoint`
+(made by `meshctl waypoint apply --enroll-namespace --wait`): `sleep` and `other` on node-1,
+`web-api-v1` on node-2 and `web-api-v2` on node-1 (both app=web-api, service account web-api),
+Services `web-api` (both), `web-api-v1` and `web-api-v2`. Every request is made from inside a
+pod, as the application would; the waypoint is the only L7 hop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mesh import netns
+from tests import harness
+from tests.e2e import meshops as ops
+from tests.e2e.test_cluster import api, leftovers, meshctl, wait_running
+
+pytestmark = [pytest.mark.e2e, pytest.mark.netns]
+
+PODS = {  # name: (node, service account, version)
+    "sleep": ("node-1", "sleep", ""),
+    "other": ("node-1", "other", ""),
+    "web-api-v1": ("node-2", "web-api", "v1"),
+    "web-api-v2": ("node-1", "web-api", "v2"),
+}
+GATEWAY_REF = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}
+
+
+@dataclass
+class Mesh:
+    state: Path
+    client: httpx.Client
+    pods: dict[str, dict]
+    vips: dict[str, str]
+
+    def call(self, source: str, method: str = "GET", path: str = "/", service: str = "web-api", **headers: str):
+        return ops.request(self.pods[source], self.vips[service], 80, method, path, **headers)
+
+    def waypoint_pod(self) -> dict:
+        return self.client.get("/api/v1/namespaces/default/pods/waypoint-0").json()
+
+    def waypoint_http(self, port: int, path: str) -> ops.Response:
+        """GET on the waypoint pod's own admin/metrics port, from inside its namespace."""
+        pod = self.waypoint_pod()
+        with ops.HttpClient(pod, pod["status"]["podIP"], port) as client:
+            return client.request("GET", path)
+
+    def waypoint_log(self) -> str:
+        logs = list(self.state.rglob("default_waypoint-0_*.log"))
+        return "\n".join(p.read_text(errors="replace") for p in logs)
+
+    def apply(self, path: str, body: dict) -> str:
+        """Create (or replace) an object; returns its URL for deletion."""
+        name = body["metadata"]["name"]
+        existing = self.client.get(f"{path}/{name}")
+        if existing.status_code == 200:
+            body["metadata"]["resourceVersion"] = existing.json()["metadata"]["resourceVersion"]
+            self.client.put(f"{path}/{name}", json=body).raise_for_status()
+        else:
+            self.client.post(path, json=body).raise_for_status()
+        return f"{path}/{name}"
+
+    def delete(self, url: str) -> None:
+        self.client.delete(url)
+
+
+def _service(name: str, selector: dict[str, str]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": ops.HTTP_PORT}]},
+    }
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    harness.need("root", os.geteuid() == 0)
+    harness.need("redis", harness.port_open("127.0.0.1", 6379))
+    if netns.exists("mesh-underlay"):
+        pytest.skip("a cluster is already up on this machine (meshctl cluster down first)")
+    state = tmp_path_factory.mktemp("wcluster")
+    try:
+        meshctl("cluster", "up", "--nodes", "2", "--state-dir", str(state))
+        with api(state) as client:
+            for name, (node, sa, version) in PODS.items():
+                app = "web-api" if version else name
+                pod = ops.app_pod(name, node, sa, app, version=version)
+                client.post("/api/v1/namespaces/default/pods", json=pod).raise_for_status()
+            services = {
+                "web-api": {"app": "web-api"},
+                "web-api-v1": {"app": "web-api", "version": "v1"},
+                "web-api-v2": {"app": "web-api", "version": "v2"},
+            }
+            for name, selector in services.items():
+                client.post("/api/v1/namespaces/default/services", json=_service(name, selector)).raise_for_status()
+            pods = {name: wait_running(client, "default", name) for name in PODS}
+            vips = {n: client.get(f"/api/v1/namespaces/default/services/{n}").json() for n in services}
+            vips = {n: service["spec"]["clusterIP"] for n, service in vips.items()}
+            client.patch(
+                "/api/v1/namespaces/default",
+                json={"metadata": {"labels": {"istio.io/dataplane-mode": "ambient"}}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            ).raise_for_status()
+            kubeconfig = str(state / "kubeconfig")
+            out = meshctl(
+                "waypoint", "apply", "-n", "default", "--enroll-namespace", "--wait", "--kubeconfig", kubeconfig
+            ).stdout
+            assert "waypoint default/waypoint applied" in out
+            mesh = Mesh(state, client, pods, vips)
+            # The L7 hop is in place once a DELETE carries the waypoint's own request id header.
+            ops.wait(lambda: _via_waypoint(mesh), 30, "sleep to reach web-api through the waypoint")
+            yield mesh
+    finally:
+        meshctl("cluster", "down", "--state-dir", str(state), check=False)
+    assert leftovers() == {"netns": [], "links": [], "routes": []}
+    assert not subprocess.run(["pgrep", "-f", str(state)], capture_output=True).stdout, "processes left behind"
+
+
+def _via_waypoint(mesh: Mesh) -> bool:
+    answer = mesh.call("sleep")
+    return answer is not None and answer.status == 200 and "x-request-id" in answer.json()["headers"]
+
+
+def _policy(mesh: Mesh, name: str, spec: dict) -> str:
+    body = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": name}}
+    return mesh.apply(f"{ops.SECURITY}/default/authorizationpolicies", {**body, "spec": spec})
+
+
+def _route(mesh: Mesh, kind: str, name: str, spec: dict) -> str:
+    if kind == "HTTPRoute":
+        path = "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes"
+        body = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": kind, "metadata": {"name": name}}
+    else:
+        plural = {"VirtualService": "virtualservices", "DestinationRule": "destinationrules"}[kind]
+        path = f"/apis/networking.istio.io/v1/namespaces/default/{plural}"
+        body = {"apiVersion": "networking.istio.io/v1", "kind": kind, "metadata": {"name": name}}
+    return mesh.apply(path, {**body, "spec": spec})
+
+
+def _status(mesh: Mesh, source: str, method: str = "GET", path: str = "/", **headers: str) -> int | None:
+    answer = mesh.call(source, method, path, **headers)
+    return None if answer is None else answer.status
+
+
+def test_waypoint_is_programmed_and_listed(mesh: Mesh) -> None:
+    gateway = mesh.client.get("/apis/gateway.networking.k8s.io/v1/namespaces/default/gateways/waypoint").json()
+    conditions = {c["type"]: c["status"] for c in gateway["status"]["conditions"]}
+    assert conditions == {"Accepted": "True", "Programmed": "True"}
+    service = mesh.client.get("/api/v1/namespaces/default/services/waypoint").json()
+    assert gateway["status"]["addresses"][0]["value"] == service["spec"]["clusterIP"]
+    listed = meshctl("waypoint", "list", "-n", "default", "--kubeconfig", str(mesh.state / "kubeconfig")).stdout
+    assert "waypoint" in listed and "True" in listed
+
+
+def test_get_only_policy_for_sleep_allows_get_and_denies_delete(mesh: Mesh) -> None:
+    spec = {
+        "targetRefs": [GATEWAY_REF],
+        "action": "ALLOW",
+        "rules": [
+            {
+                "from": [{"source": {"principals": ["cluster.local/ns/default/sa/sleep"]}}],
+                "to": [{"operation": {"methods": ["GET"]}}],
+            }
+        ],
+    }
+    url = _policy(mesh, "sleep-get-only", spec)
+    try:
+        ops.wait(lambda: _status(mesh, "sleep", "DELETE") == 403, 20, "DELETE to be denied")
+        denied = mesh.call("sleep", "DELETE")
+        assert denied is not None and denied.body == b"RBAC: access denied"
+        assert _status(mesh, "sleep", "GET") == 200
+        assert _status(mesh, "other", "GET") == 403
+        metrics = mesh.waypoint_http(15020, "/stats/prometheus").body.decode()
+        assert ops.metric_sum(metrics, "istio_requests_total", response_code="403", reporter="waypoint") >= 2
+        assert ops.metric_sum(
+            metrics,
+            "istio_requests_total",
+            response_code="200",
+            source_principal="spiffe://cluster.local/ns/default/sa/sleep",
+        ) >= 1
+        assert "RBAC: access denied" in mesh.waypoint_log()
+    finally:
+        mesh.delete(url)
+    ops.wait(lambda: _status(mesh, "other", "DELETE") == 200, 20, "the policy to go away")
+
+
+def test_canary_90_10_between_v1_and_v2(mesh: Mesh) -> None:
+    spec = {
+        "parentRefs": [{"group": "", "kind": "Service", "name": "web-api", "port": 80}],
+        "rules": [
+            {
+                "backendRefs": [
+                    {"name": "web-api-v1", "port": 80, "weight": 90},
+                    {"name": "web-api-v2", "port": 80, "weight": 10},
+                ]
+            }
+        ],
+    }
+    url = _route(mesh, "HTTPRoute", "canary", spec)
+    try:
+
+        def split() -> Counter:
+            with ops.HttpClient(mesh.pods["sleep"], mesh.vips["web-api"], 80) as client:
+                return Counter(client.request("GET", "/").json()["name"] for _ in range(200))
+
+        ops.wait(lambda: 150 <= split()["v1"] <= 195, 20, "the 90/10 split to apply")
+        with ops.HttpClient(mesh.pods["sleep"], mesh.vips["web-api"], 80) as client:
+            counts = Counter(client.request("GET", "/").json()["name"] for _ in range(1000))
+        assert 850 <= counts["v1"] <= 950, counts
+        assert counts["v1"] + counts["v2"] == 1000
+    finally:
+        mesh.delete(url)
+
+
+def test_header_based_route(mesh: Mesh) -> None:
+    spec = {
+        "parentRefs": [{"group": "", "kind": "Service", "name": "web-api", "port": 80}],
+        "rules": [
+            {
+                "matches": [{"headers": [{"name": "x-version", "value": "v2"}]}],
+                "backendRefs": [{"name": "web-api-v2", "port": 80}],
+            },
+            {"backendRefs": [{"name": "web-api-v1", "port": 80}]},
+        ],
+    }
+    url = _route(mesh, "HTTPRoute", "by-header", spec)
+    try:
+
+        def routed() -> bool:
+            with ops.HttpClient(mesh.pods["sleep"], mesh.vips["web-api"], 80) as client:
+                v2 = {client.request("GET", "/", {"x-version": "v2"}).json()["name"] for _ in range(20)}
+                v1 = {client.request("GET", "/").json()["name"] for _ in range(20)}
+            return v2 == {"v2"} and v1 == {"v1"}
+
+        ops.wait(routed, 20, "x-version: v2 to reach v2 only and the rest v1 only")
+    finally:
+        mesh.delete(url)
+
+
+def test_retries_hide_a_backend_failing_half_the_time(mesh: Mesh) -> None:
+    spec = {
+        "hosts": ["web-api-v1"],
+        "http": [
+            {
+                "route": [{"destination": {"host": "web-api-v1"}}],
+                "retries": {"attempts": 3, "retryOn": "5xx"},
+            }
+        ],
+    }
+    url = _route(mesh, "VirtualService", "retry-v1", spec)
+    try:
+
+        def success_rate() -> float:
+            with ops.HttpClient(mesh.pods["sleep"], mesh.vips["web-api-v1"], 80) as client:
+                return sum(client.request("GET", "/flaky").status == 200 for _ in range(100)) / 100
+
+        ops.wait(lambda: success_rate() >= 0.99, 20, "retries to hide the failures")
+    finally:
+        mesh.delete(url)
+
+
+def test_timeout_answers_504_in_time(mesh: Mesh) -> None:
+    spec = {"hosts": ["web-api-v1"], "http": [{"route": [{"destination": {"host": "web-api-v1"}}], "timeout": "0.5s"}]}
+    url = _route(mesh, "VirtualService", "timeout-v1", spec)
+    try:
+
+        def timed() -> float | None:
+            started = time.monotonic()
+            status = _status(mesh, "sleep", "GET", "/delay/3000", service="web-api-v1")
+            elapsed = time.monotonic() - started
+            return elapsed if status == 504 else None
+
+        elapsed = ops.wait(timed, 20, "the route timeout to answer 504")
+        assert 0.5 <= elapsed <= 0.5 + 0.1 + 0.2  # timeout + 100 ms, plus the pod-exec client's own overhead
+    finally:
+        mesh.delete(url)
+
+
+def test_fault_abort_and_delay_by_percentage(mesh: Mesh) -> None:
+    spec = {
+        "hosts": ["web-api-v2"],
+        "http": [
+            {
+                "route": [{"destination": {"host": "web-api-v2"}}],
+                "fault": {
+                    "abort": {"httpStatus": 418, "percentage": {"value": 50}},
+                    "delay": {"fixedDelay": "0.2s", "percentage": {"value": 100}},
+                },
+            }
+        ],
+    }
+    url = _route(mesh, "VirtualService", "fault-v2", spec)
+    try:
+        ops.wait(lambda: _status(mesh, "sleep", service="web-api-v2") == 418, 20, "the fault to apply")
+        started = time.monotonic()
+        with ops.HttpClient(mesh.pods["sleep"], mesh.vips["web-api-v2"], 80) as client:
+            statuses = Counter(client.request("GET", "/").status for _ in range(40))
+        assert time.monotonic() - started >= 40 * 0.2
+        assert set(statuses) == {200, 418} and 8 <= statuses[418] <= 32, statuses
+    finally:
+        mesh.delete(url)
+
+
+def test_service_opted_out_with_use_waypoint_none_skips_the_waypoint(mesh: Mesh) -> None:
+    spec = {"targetRefs": [GATEWAY_REF], "action": "ALLOW", "rules": [{"to": [{"operation": {"methods": ["GET"]}}]}]}
+    url = _policy(mesh, "get-only", spec)
+    service = "/api/v1/namespaces/default/services/web-api-v2"
+    try:
+        ops.wait(lambda: _status(mesh, "sleep", "DELETE", service="web-api-v2") == 403, 20, "DELETE to be denied")
+        mesh.client.patch(
+            service,
+            json={"metadata": {"labels": {"istio.io/use-waypoint": "none"}}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).raise_for_status()
+        skipped = lambda: _status(mesh, "sleep", "DELETE", service="web-api-v2") == 200  # noqa: E731
+        ops.wait(skipped, 20, "the waypoint to be skipped")
+        answer = mesh.call("sleep", service="web-api-v2")
+        assert answer is not None and "x-request-id" not in answer.json()["headers"]
+    finally:
+        mesh.client.patch(
+            service,
+            json={"metadata": {"labels": {"istio.io/use-waypoint": None}}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        mesh.delete(url)
+
+
+def test_waypoint_config_dump_lists_the_bound_services(mesh: Mesh) -> None:
+    dump = json.loads(mesh.waypoint_http(15000, "/config_dump").body)
+    text = json.dumps(dump)
+    assert "web-api.default.svc.cluster.local" in text

@@ -1,0 +1,66 @@
+"""The downstream HTTP/1.1 codec over an in-memory byte stream: chunked and content-length
+request bodies, keep-alive, a streamed response of unknown length sent chunked, 400 on garbage."""
+
+from __future__ import annotations
+
+import asyncio
+
+from dataplane.waypoint.proxy.downstream_h1 import serve_h1
+from dataplane.waypoint.proxy.messages import HttpRequest, HttpResponse
+
+
+class Pipe:
+    """The transport: bytes the client wrote, and what the server answered."""
+
+    def __init__(self, incoming: bytes) -> None:
+        self.incoming = [incoming]
+        self.out = b""
+        self.closed = False
+
+    async def read(self) -> bytes:
+        return self.incoming.pop(0) if self.incoming else b""
+
+    async def write(self, data: bytes) -> None:
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_keep_alive_chunked_bodies_and_streamed_response() -> None:
+    seen: list[HttpRequest] = []
+
+    async def handle(request: HttpRequest) -> HttpResponse:
+        seen.append(request)
+
+        async def body():
+            yield b"hello "
+            yield request.body
+
+        return HttpResponse(200, [("x-a", "1")], body())
+
+    wire = (
+        b"POST /a HTTP/1.1\r\nHost: svc:80\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        b"PUT /b?q=1 HTTP/1.1\r\nHost: svc:80\r\nContent-Length: 2\r\nConnection: close\r\n\r\nxy"
+    )
+    pipe = Pipe(wire)
+    asyncio.run(serve_h1(pipe, b"", handle))
+    assert [(r.method, r.target, r.authority, r.body) for r in seen] == [
+        ("POST", "/a", "svc:80", b"abc"),
+        ("PUT", "/b?q=1", "svc:80", b"xy"),
+    ]
+    assert all(k not in ("host", "transfer-encoding", "content-length") for r in seen for k, _ in r.headers)
+    assert pipe.out.count(b"HTTP/1.1 200 ") == 2
+    assert b"transfer-encoding: chunked" in pipe.out.lower()
+    assert b"hello abc" in pipe.out.replace(b"\r\n3\r\nabc", b"abc").replace(b"6\r\nhello \r\n", b"hello ")
+    assert pipe.closed
+
+
+def test_garbage_gets_400_and_close() -> None:
+    async def handle(request: HttpRequest) -> HttpResponse:
+        raise AssertionError("not a request")
+
+    pipe = Pipe(b"\x16\x03\x01 not http\r\n\r\n")
+    asyncio.run(serve_h1(pipe, b"", handle))
+    assert pipe.out.startswith(b"HTTP/1.1 400 ")
+    assert pipe.closed
