@@ -1,7 +1,7 @@
 """The waypoint's admin (15000), metrics (15020) and readiness (15021) endpoints.
 
 - `:15000/config_dump`: filter chains by (VIP, port), route configs, clusters with their endpoints
-  and circuit-breaker state, the certificate (serial, validity), xDS status; `POST /quitquitquit`;
+  (load, ejection) and circuit-breaker counts, the certificate (serial, validity), xDS status; `POST /quitquitquit`;
 - `:15020/stats/prometheus`: the L7 metrics;
 - `:15021/healthz/ready`: 200 once the certificate is at hand and the Listener and its routes
   arrived (contract), else 503 naming what is awaited.
@@ -21,6 +21,8 @@ from mesh.readiness import Readiness
 
 from .config import ConfigStore
 from .identity import WaypointIdentity
+from .l7.upstreams import ClusterState
+from .proxy.clusters import UpstreamClusters
 from .settings import WaypointConfig
 from .telemetry import CONTENT_TYPE, Metrics
 from .xds_client import XdsClient
@@ -38,7 +40,7 @@ class AdminSources:
     xds: XdsClient
     readiness: Readiness
     metrics: Metrics
-    in_flight: Callable[[str], int]
+    clusters: UpstreamClusters
     quit: Callable[[], None]
 
 
@@ -76,25 +78,45 @@ def config_dump(src: AdminSources) -> dict[str, Any]:
         ]
         for name, chains in snap.listeners.items()
     }
+    states = src.clusters.states()
     clusters = {
-        name: {
-            "cluster": json_format.MessageToDict(cluster),
-            "endpoints": [
-                {"address": e.address, "tunnel": e.tunnel, "identity": e.identity, "weight": e.weight}
-                for e in src.store.cluster_endpoints(name)
-            ],
-            "inFlight": src.in_flight(name),
-        }
+        name: {"cluster": json_format.MessageToDict(cluster), **_cluster_state(states.get(name))}
         for name, cluster in snap.clusters.items()
     }
     return {
         "gateway": src.config.gateway,
         "listeners": listeners,
-        "routes": {name: json_format.MessageToDict(r) for name, r in snap.routes.items()},
+        "routes": {name: json_format.MessageToDict(r.proto) for name, r in snap.routes.items()},
         "clusters": clusters,
         "certificate": _certificate(src),
         "xds": src.xds.status(),
     }
+
+
+def _cluster_state(state: ClusterState | None) -> dict[str, Any]:
+    """Endpoints with their load and ejection, and the circuit breakers' counts."""
+    if state is None:
+        return {"endpoints": [], "circuitBreakers": {}}
+    endpoints = []
+    for e in state.endpoints:
+        stats = state.stats[e.key]
+        endpoints.append(
+            {
+                "address": f"{e.address}:{e.port}",
+                "tunnel": e.tunnel,
+                "identity": e.identity,
+                "workload": e.workload,
+                "weight": e.weight,
+                "activeRequests": stats.active_requests,
+                "ejected": stats.ejected,
+                "timesEjected": stats.times_ejected,
+            }
+        )
+    breakers = {
+        r.value: {"limit": state.breakers.limits[r], "inUse": state.breakers.in_use[r], "overflows": n}
+        for r, n in state.breakers.overflows.items()
+    }
+    return {"lbPolicy": state.lb_policy.name, "endpoints": endpoints, "circuitBreakers": breakers}
 
 
 def admin_routes(src: AdminSources) -> Routes:

@@ -1,5 +1,6 @@
-"""The waypoint's wiring: identity, xDS into the config store, the HBONE server and the request
-pipeline, telemetry, the admin/metrics/readiness ports; readiness and drain.
+"""The waypoint's wiring: identity, xDS into the config store, the live upstream clusters and
+their outlier timer, the HBONE server and the request pipeline, telemetry, the
+admin/metrics/readiness ports; readiness and drain.
 
 Shutdown (SIGTERM, SIGINT or POST /quitquitquit): stop xDS, close 15008 (no new streams; open
 ones finish until `--drain-seconds`), then cut what is left.
@@ -18,6 +19,7 @@ from mesh.readiness import Readiness
 from .admin import AdminSources, admin_routes, metrics_routes, readiness_routes
 from .config import ConfigStore
 from .identity import WaypointIdentity
+from .proxy.clusters import UpstreamClusters
 from .proxy.pipeline import Pipeline
 from .proxy.server import Inbound
 from .proxy.upstream import Upstreams
@@ -39,7 +41,8 @@ class Waypoint:
         self.readiness = Readiness()
         self.xds = XdsClient(config, self.identity, self.store, lambda: None)
         self.upstreams = Upstreams(self.identity, config.hbone_upstream_port)
-        self.pipeline = Pipeline(self.store, self.upstreams, self.metrics, config.cluster_id)
+        self.clusters = UpstreamClusters(self.store)
+        self.pipeline = Pipeline(self.store, self.clusters, self.upstreams, self.metrics, config.cluster_id)
         self.inbound = Inbound(self.store, self.pipeline)
         self.hbone = HboneServer(self.identity.server_context, self.inbound.handle, trust_domain=config.trust_domain)
         self.stopping = asyncio.Event()
@@ -57,7 +60,7 @@ class Waypoint:
             self.xds,
             self.readiness,
             self.metrics,
-            self.pipeline.in_flight,
+            self.clusters,
             self.stop,
         )
         host = config.listen_address
@@ -92,6 +95,7 @@ class Waypoint:
             asyncio.ensure_future(self._start_hbone()),
             asyncio.ensure_future(self.xds.run()),
             asyncio.ensure_future(self._mark_xds_ready()),
+            asyncio.ensure_future(self.clusters.run_outlier_timer()),
         ]
         log.info("started", extra={"gateway": self.config.gateway, "identity": str(self.config.identity)})
         try:

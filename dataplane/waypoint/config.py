@@ -7,14 +7,18 @@ endpoints' tunnel and identity in `filter_metadata["istio"]`.
 
 `ConfigStore.apply` converts a delta of one type outside any shared state, then swaps it in; what
 cannot be converted is returned as `"name: reason"` so the xDS client NACKs it by name while the
-previous version of that resource stays in force (STYLE: ztunnel's store). Route, JWT and RBAC
-messages stay Envoy messages: the L7 decisions (l7/) are written over them. Not thread-safe: the
-event loop owns it.
+previous version of that resource stays in force (STYLE: ztunnel's store). Conversion compiles
+the L7 engine (l7/) once per resource: a chain's `Authenticator` and `RbacEngine`, a route
+config's `RouteTable`; Clusters and assignments are checked the way `l7.upstreams` will read them
+(the live `ClusterState`s are proxy/clusters.py's). What the engine refuses (`l7.model.ConfigError`)
+is NACKed. Not thread-safe: the event loop owns it.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import random
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -26,6 +30,12 @@ from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2, message
+
+from .l7 import upstreams
+from .l7.jwt import Authenticator
+from .l7.model import ConfigError
+from .l7.rbac import RbacEngine
+from .l7.routing import RouteTable
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -60,6 +70,9 @@ class FilterChain:
     jwt: jwt_pb2.JwtAuthentication | None = None
     rbac: tuple[rbac_pb2.RBAC, ...] = ()  # in filter order: DENY, then ALLOW
     fault: bool = False
+    # Compiled from the two above; JWT expiry is checked against the wall clock.
+    authenticator: Authenticator | None = field(default=None, compare=False, repr=False)
+    rbac_engine: RbacEngine = field(default_factory=lambda: RbacEngine(()), compare=False, repr=False)
 
     @property
     def host(self) -> str:
@@ -68,18 +81,11 @@ class FilterChain:
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    """One ready endpoint of a cluster."""
+class RouteConfig:
+    """A RouteConfiguration and its compiled RouteTable."""
 
-    ip: str
-    port: int
-    tunnel: str  # hbone | plaintext
-    identity: str | None
-    weight: int = 1
-
-    @property
-    def address(self) -> str:
-        return f"{self.ip}:{self.port}"
+    proto: route_pb2.RouteConfiguration
+    table: RouteTable
 
 
 @dataclass
@@ -87,9 +93,9 @@ class Snapshot:
     """Everything held, by resource name; replaced piecewise by `ConfigStore.apply`."""
 
     listeners: dict[str, tuple[FilterChain, ...]] = field(default_factory=dict)
-    routes: dict[str, route_pb2.RouteConfiguration] = field(default_factory=dict)
+    routes: dict[str, RouteConfig] = field(default_factory=dict)
     clusters: dict[str, cluster_pb2.Cluster] = field(default_factory=dict)
-    endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    assignments: dict[str, endpoint_pb2.ClusterLoadAssignment] = field(default_factory=dict)
 
 
 def _unpack(any_msg: any_pb2.Any, cls: type[message.Message], what: str) -> message.Message:
@@ -114,7 +120,12 @@ def _http_filters(hcm: hcm_pb2.HttpConnectionManager, where: str) -> dict[str, o
             raise ConfigRejected(
                 f"{where}: unsupported http filter {f.name!r} (known: {', '.join(_KNOWN_HTTP_FILTERS)})"
             )
-    return {"jwt": jwt, "rbac": tuple(rbac), "fault": fault}
+    try:
+        authenticator = Authenticator(jwt, clock=time.time) if jwt is not None else None
+        engine = RbacEngine(rbac)
+    except ConfigError as e:
+        raise ConfigRejected(f"{where}: {e}") from None
+    return {"jwt": jwt, "rbac": tuple(rbac), "fault": fault, "authenticator": authenticator, "rbac_engine": engine}
 
 
 def filter_chain(chain: listener_pb2.FilterChain) -> FilterChain:
@@ -150,26 +161,27 @@ def filter_chain(chain: listener_pb2.FilterChain) -> FilterChain:
     )
 
 
-def endpoints(cla: endpoint_pb2.ClusterLoadAssignment) -> tuple[Endpoint, ...]:
-    """The ready endpoints of a ClusterLoadAssignment; tunnel and identity from
-    `metadata.filter_metadata["istio"]` (plaintext when absent)."""
-    out = []
-    for locality in cla.endpoints:
-        for lb in locality.lb_endpoints:
-            if lb.health_status in (3, 4, 5):  # UNHEALTHY, DRAINING, TIMEOUT
-                continue
-            socket = lb.endpoint.address.socket_address
-            if not socket.address or not socket.port_value:
-                raise ConfigRejected(f"endpoint without a socket address in {cla.cluster_name!r}")
-            istio = lb.metadata.filter_metadata.get("istio")
-            fields = istio.fields if istio is not None else {}
-            tunnel = fields["tunnel"].string_value if "tunnel" in fields else "plaintext"
-            if tunnel not in ("hbone", "plaintext"):
-                raise ConfigRejected(f"endpoint {socket.address}: tunnel {tunnel!r} is neither hbone nor plaintext")
-            identity = fields["identity"].string_value if "identity" in fields else None
-            weight = lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1
-            out.append(Endpoint(socket.address, socket.port_value, tunnel, identity or None, weight))
-    return tuple(out)
+def _checked_cluster(cluster: cluster_pb2.Cluster) -> cluster_pb2.Cluster:
+    if cluster.type not in (cluster_pb2.Cluster.EDS, cluster_pb2.Cluster.STATIC):
+        raise ConfigRejected(f"cluster type {cluster_pb2.Cluster.DiscoveryType.Name(cluster.type)} is not supported")
+    try:  # what ClusterState will refuse (an lb policy it does not implement, a bad endpoint)
+        upstreams.ClusterState.build(cluster, clock=time.monotonic, rng=random.Random(0))
+    except ConfigError as e:
+        raise ConfigRejected(str(e)) from None
+    return cluster
+
+
+def _checked_assignment(cla: endpoint_pb2.ClusterLoadAssignment) -> endpoint_pb2.ClusterLoadAssignment:
+    try:
+        found = upstreams.endpoints_from_assignment(cla)
+    except ConfigError as e:
+        raise ConfigRejected(str(e)) from None
+    for endpoint in found:
+        if not endpoint.address or not endpoint.port:
+            raise ConfigRejected(f"endpoint without a socket address in {cla.cluster_name!r}")
+        if endpoint.tunnel not in ("hbone", "plaintext"):
+            raise ConfigRejected(f"endpoint {endpoint.address}: tunnel {endpoint.tunnel!r} is not hbone or plaintext")
+    return cla
 
 
 def route_clusters(route_config: route_pb2.RouteConfiguration) -> set[str]:
@@ -192,16 +204,15 @@ def _convert(type_url: str, name: str, resource: any_pb2.Any) -> object:
         listener = _unpack(resource, listener_pb2.Listener, name)
         return tuple(filter_chain(chain) for chain in listener.filter_chains)
     if type_url == ROUTE_TYPE:
-        return _unpack(resource, route_pb2.RouteConfiguration, name)
+        proto = _unpack(resource, route_pb2.RouteConfiguration, name)
+        try:
+            return RouteConfig(proto, RouteTable(proto))
+        except ConfigError as e:
+            raise ConfigRejected(str(e)) from None
     if type_url == CLUSTER_TYPE:
-        cluster = _unpack(resource, cluster_pb2.Cluster, name)
-        if cluster.type not in (cluster_pb2.Cluster.EDS, cluster_pb2.Cluster.STATIC):
-            raise ConfigRejected(
-                f"cluster type {cluster_pb2.Cluster.DiscoveryType.Name(cluster.type)} is not supported"
-            )
-        return cluster
+        return _checked_cluster(_unpack(resource, cluster_pb2.Cluster, name))
     if type_url == ENDPOINT_TYPE:
-        return endpoints(_unpack(resource, endpoint_pb2.ClusterLoadAssignment, name))
+        return _checked_assignment(_unpack(resource, endpoint_pb2.ClusterLoadAssignment, name))
     raise ConfigRejected(f"type {type_url} is not one the waypoint asks for")
 
 
@@ -218,7 +229,7 @@ class ConfigStore:
             LISTENER_TYPE: self.snapshot.listeners,
             ROUTE_TYPE: self.snapshot.routes,
             CLUSTER_TYPE: self.snapshot.clusters,
-            ENDPOINT_TYPE: self.snapshot.endpoints,
+            ENDPOINT_TYPE: self.snapshot.assignments,
         }[type_url]
 
     def apply(self, type_url: str, updated: dict[str, any_pb2.Any], removed: Iterable[str]) -> list[str]:
@@ -248,21 +259,17 @@ class ConfigStore:
         """The filter chain for a CONNECT to `vip:port`, if one is bound."""
         return self._chains.get((vip, port))
 
-    def route_config(self, name: str) -> route_pb2.RouteConfiguration | None:
-        return self.snapshot.routes.get(name)
+    def route_table(self, name: str) -> RouteTable | None:
+        """The compiled route config of that name, if held."""
+        held = self.snapshot.routes.get(name)
+        return held.table if held is not None else None
 
     def cluster(self, name: str) -> cluster_pb2.Cluster | None:
         return self.snapshot.clusters.get(name)
 
-    def cluster_endpoints(self, name: str) -> tuple[Endpoint, ...]:
-        """The cluster's endpoints: from its ClusterLoadAssignment (EDS), or inline (STATIC)."""
-        held = self.snapshot.endpoints.get(name)
-        if held is not None:
-            return held
-        cluster = self.snapshot.clusters.get(name)
-        if cluster is not None and cluster.HasField("load_assignment"):
-            return endpoints(cluster.load_assignment)
-        return ()
+    def assignment(self, name: str) -> endpoint_pb2.ClusterLoadAssignment | None:
+        """The cluster's ClusterLoadAssignment (EDS); None for a STATIC cluster or until it came."""
+        return self.snapshot.assignments.get(name)
 
     def wanted(self) -> dict[str, set[str]]:
         """The names to subscribe to per type, as what is held names them: the listeners' route
@@ -272,7 +279,7 @@ class ConfigStore:
         clusters: set[str] = set()
         for name in routes:
             if name in snap.routes:
-                clusters |= route_clusters(snap.routes[name])
+                clusters |= route_clusters(snap.routes[name].proto)
         eds = {
             name
             for name in clusters

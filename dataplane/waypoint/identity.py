@@ -22,7 +22,8 @@ from .settings import WaypointConfig
 
 class TokenCaClient:
     """A mesh-ca client that reads the token file before every request (mesh-runtime rewrites it
-    at 80 % of its lifetime) and impersonates no one unless told to (tests with a node token)."""
+    at 80 % of its lifetime) and impersonates no one: the token is the pod's own, and mesh-ca
+    signs only its identity."""
 
     def __init__(self, config: WaypointConfig) -> None:
         self._config = config
@@ -31,11 +32,10 @@ class TokenCaClient:
     async def create_certificate(
         self, csr_pem: str, validity_seconds: int, impersonate: str | None = None
     ) -> list[str]:
-        """The signed chain for the CSR (CaError when refused)."""
+        """The signed chain for the CSR (CaError when refused); `impersonate`, which the
+        certificate manager passes, is dropped."""
         self._client.token = self._config.token()
-        return await self._client.create_certificate(
-            csr_pem, validity_seconds, impersonate if self._config.impersonate else None
-        )
+        return await self._client.create_certificate(csr_pem, validity_seconds, None)
 
     async def close(self) -> None:
         await self._client.close()

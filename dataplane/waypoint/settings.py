@@ -52,9 +52,6 @@ class WaypointSettings(CommonSettings):
     cluster_id: str = Field("Kubernetes", description="the cluster name in telemetry")
     cert_ttl: int = Field(86400, ge=60, description="certificate lifetime to request, seconds (mesh-ca clamps it)")
     drain_seconds: float = Field(5.0, ge=0, description="on SIGTERM, how long open connections may finish")
-    impersonate: bool = Field(
-        False, description="ask mesh-ca with ImpersonatedIdentity (a node token in MESH_TOKEN_FILE; tests only)"
-    )
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,6 @@ class WaypointConfig:
     cluster_id: str
     cert_ttl: timedelta
     drain_seconds: float
-    impersonate: bool
 
     @property
     def gateway(self) -> str:
@@ -167,5 +163,4 @@ def resolve(settings: WaypointSettings) -> WaypointConfig:
         cluster_id=settings.cluster_id,
         cert_ttl=timedelta(seconds=settings.cert_ttl),
         drain_seconds=settings.drain_seconds,
-        impersonate=settings.impersonate,
     )

@@ -4,7 +4,9 @@
 `istio_response_bytes` with Istio's label names, reporter="waypoint". The source's facts come
 from the `baggage` ztunnel puts on the CONNECT (dataplane/ztunnel/proxy/headers.py:
 `k8s.cluster.name`, `k8s.namespace.name`, `k8s.<kind>.name`, `service.name`, `service.version`)
-and the peer's verified principal; a missing value reads `unknown`.
+and the peer's verified principal; the destination's from the endpoint that answered (its
+`istio` metadata: identity, pod, namespace) and the filter chain's service; a missing value
+reads `unknown`.
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class RequestRecord:
     source: Source
     service_host: str
     destination_principal: str | None
+    destination_workload: str | None  # the endpoint's pod (`istio` metadata), when it says
+    destination_namespace: str | None
     destination_cluster: str
     protocol: str  # http | grpc
     status: int
@@ -139,7 +143,8 @@ def labels(record: RequestRecord) -> dict[str, str]:
     host = record.service_host
     parts = host.split(".")
     src = record.source
-    dest_ns = parts[1] if len(parts) > 1 else None
+    service_ns = parts[1] if len(parts) > 1 else None
+    dest_ns = record.destination_namespace or service_ns
     values = {
         "reporter": "waypoint",
         "source_workload": _or_unknown(src.workload),
@@ -148,14 +153,14 @@ def labels(record: RequestRecord) -> dict[str, str]:
         "source_app": _or_unknown(src.app or src.workload),
         "source_version": _or_unknown(src.version),
         "source_cluster": _or_unknown(src.cluster),
-        "destination_workload": _or_unknown(parts[0] if host else None),
+        "destination_workload": _or_unknown(record.destination_workload),
         "destination_workload_namespace": _or_unknown(dest_ns),
         "destination_principal": _or_unknown(record.destination_principal),
         "destination_app": _or_unknown(parts[0] if host else None),
         "destination_version": UNKNOWN,
         "destination_service": _or_unknown(host),
         "destination_service_name": _or_unknown(parts[0] if host else None),
-        "destination_service_namespace": _or_unknown(dest_ns),
+        "destination_service_namespace": _or_unknown(service_ns),
         "destination_cluster": _or_unknown(record.destination_cluster),
         "request_protocol": record.protocol,
         "response_code": str(record.status),

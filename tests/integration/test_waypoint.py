@@ -1,11 +1,12 @@
-"""The waypoint process end to end on loopback: a real `waypoint` subprocess with its certificate
-from a real mesh-ca, Envoy resources from an ADS server in the test (mTLS with mesh-xds's serving
-certificate, the waypoint's client certificate required), backends that are real HBONE servers
-(mesh/hbone) answering HTTP/1.1, and a client speaking HBONE with sleep's certificate.
+"""The waypoint process end to end on loopback: one real `waypoint` subprocess for the module,
+with its certificate from a real mesh-ca for the service-account token istiod's TokenRequest API
+gives its pod (as mesh-runtime asks for it), Envoy resources from an ADS server in the test (mTLS
+with mesh-xds's serving certificate, the waypoint's client certificate required), backends that
+are real HBONE servers (waypoint_env.py) and a client speaking HBONE with sleep's certificate.
 
-The waypoint asks mesh-ca with a node token and `--impersonate` (a waypoint pod on the node):
-istiod has no ServiceAccount TokenRequest endpoint yet (helper A's), so the contract's
-service-account token cannot be had here.
+The asyncio side (ADS server, backends, clients) lives on one event loop in a thread, so every
+test drives the same running waypoint; the last step of the module asks it to quit and checks
+that it drains and exits 0.
 """
 
 from __future__ import annotations
@@ -14,322 +15,360 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import h11
 import httpx
 import pytest
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import config_source_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
-from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
-from envoy.config.rbac.v3 import rbac_pb2
-from envoy.config.route.v3 import route_components_pb2, route_pb2
-from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from envoy.type.matcher.v3 import string_pb2
-from google.protobuf import any_pb2, struct_pb2
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.events import DataReceived, ResponseReceived, StreamEnded
+from envoy.service.discovery.v3 import ads_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from dataplane.waypoint.proxy.byte_stream import HboneBytes
-from dataplane.waypoint.proxy.downstream_h1 import serve_h1
-from dataplane.waypoint.proxy.messages import HttpRequest, HttpResponse
 from mesh.certs.ca_client import CaClient
 from mesh.certs.manager import CertificateManager
 from mesh.clock import SystemClock
-from mesh.hbone import HboneClient, HboneServer, client_context, server_context
-from mesh.identity import Identity
+from mesh.hbone import HboneClient, client_context, server_context
+from mesh.kubeclient import Connection, KubeClient
+from mesh.sa_tokens import request_pod_token
 from tests import harness
+from tests.integration.waypoint_env import (
+    DELAY,
+    ECHO,
+    FLAKY,
+    HOST,
+    JWT_HOST,
+    JWT_VIP,
+    L7_HOST,
+    L7_VIP,
+    OTHER_KEY,
+    PORT,
+    SLEEP,
+    TIMEOUT,
+    V2,
+    VIP,
+    WAYPOINT,
+    Ads,
+    Backends,
+    grpc_call,
+    http1,
+    http2,
+    start_grpc_server,
+    token,
+)
 
 pytestmark = pytest.mark.integration
-
-VIP, PORT = "10.96.0.10", 80
-HOST = "echo.default.svc.cluster.local"
-ROUTES = f"inbound-vip|{PORT}|http|{HOST}"
-V1, V2 = f"inbound-vip|{PORT}|v1|{HOST}", f"inbound-vip|{PORT}|v2|{HOST}"
-SLEEP = Identity("cluster.local", "default", "sleep")
-ECHO = Identity("cluster.local", "default", "echo")
-WAYPOINT = Identity("cluster.local", "default", "waypoint")
 WP_IP = "127.0.0.4"
-BACKENDS = {"127.0.0.2": "v1", "127.0.0.3": "v2"}
 
 
-def _any(msg) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(msg)
-    return packed
-
-
-def resources() -> dict[str, dict[str, object]]:
-    """The contract's shape: a GET-only ALLOW for sleep, a 90/10 split on /split."""
-    allow = http_rbac_pb2.RBAC(rules=rbac_pb2.RBAC(action=rbac_pb2.RBAC.ALLOW))
-    policy = allow.rules.policies["default.allow-get"]
-    method = policy.permissions.add().header
-    method.name, method.string_match.exact = ":method", "GET"
-    policy.principals.add().authenticated.principal_name.CopyFrom(string_pb2.StringMatcher(exact=str(SLEEP)))
-    hcm = hcm_pb2.HttpConnectionManager(stat_prefix=f"{HOST}:{PORT}", rds=hcm_pb2.Rds(route_config_name=ROUTES))
-    hcm.http_filters.add(name="envoy.filters.http.rbac", typed_config=_any(allow))
-    hcm.http_filters.add(name="envoy.filters.http.router", typed_config=_any(router_pb2.Router()))
-    chain = listener_components_pb2.FilterChain(name=f"{HOST}:{PORT}")
-    chain.filter_chain_match.prefix_ranges.add(address_prefix=VIP).prefix_len.value = 32
-    chain.filter_chain_match.destination_port.value = PORT
-    chain.filters.add(name="envoy.filters.network.http_connection_manager", typed_config=_any(hcm))
-    listener = listener_pb2.Listener(name="waypoint/default/wp", filter_chains=[chain])
-    vhost = route_components_pb2.VirtualHost(name=HOST, domains=["*"])
-    split = vhost.routes.add(name="split", match=route_components_pb2.RouteMatch(prefix="/split"))
-    for name, weight in ((V1, 90), (V2, 10)):
-        split.route.weighted_clusters.clusters.add(name=name).weight.value = weight
-    vhost.routes.add(name="default", match=route_components_pb2.RouteMatch(prefix="/")).route.cluster = V1
-    routes = route_pb2.RouteConfiguration(name=ROUTES, virtual_hosts=[vhost])
-    ads = config_source_pb2.ConfigSource(ads=config_source_pb2.AggregatedConfigSource())
-    clusters, assignments = {}, {}
-    for name, ip in ((V1, "127.0.0.2"), (V2, "127.0.0.3")):
-        cluster = cluster_pb2.Cluster(name=name, type=cluster_pb2.Cluster.EDS)
-        cluster.eds_cluster_config.eds_config.CopyFrom(ads)
-        clusters[name] = cluster
-        lb = endpoint_components_pb2.LbEndpoint()
-        lb.endpoint.address.socket_address.address, lb.endpoint.address.socket_address.port_value = ip, 8080
-        lb.metadata.filter_metadata["istio"].CopyFrom(
-            struct_pb2.Struct(
-                fields={
-                    "tunnel": struct_pb2.Value(string_value="hbone"),
-                    "identity": struct_pb2.Value(string_value=str(ECHO)),
-                }
-            )
-        )
-        cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
-        cla.endpoints.add().lb_endpoints.append(lb)
-        assignments[name] = cla
-    return {
-        "type.googleapis.com/envoy.config.listener.v3.Listener": {listener.name: listener},
-        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration": {ROUTES: routes},
-        "type.googleapis.com/envoy.config.cluster.v3.Cluster": clusters,
-        "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment": assignments,
-    }
-
-
-class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
-    """Answers by-name delta subscriptions from a fixed set of resources; records what it saw."""
+class Loop:
+    """An event loop in a thread: `run(coro)` from a test, waiting for its result."""
 
     def __init__(self) -> None:
-        self.resources = resources()
-        self.nodes: list[str] = []
-        self.peers: list[str] = []
-        self.nacks: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
 
-    async def DeltaAggregatedResources(self, request_iterator, context):
-        self.peers.append(str(context.auth_context().get("x509_common_name") or context.peer_identities()))
-        nonce = 0
-        async for request in request_iterator:
-            if request.node.id:
-                self.nodes.append(request.node.id)
-            if request.error_detail.message:
-                self.nacks.append(request.error_detail.message)
-            held = self.resources.get(request.type_url, {})
-            found = [
-                discovery_pb2.Resource(name=n, version="1", resource=_any(held[n]))
-                for n in request.resource_names_subscribe
-                if n in held
-            ]
-            if found:
-                nonce += 1
-                yield discovery_pb2.DeltaDiscoveryResponse(type_url=request.type_url, resources=found, nonce=str(nonce))
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@dataclass
+class World:
+    loop: Loop
+    ads: Ads
+    backends: Backends
+    ports: dict[str, int]
+    client: HboneClient
+    log: Path
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return self.loop.run(coro, timeout)
+
+    async def tunnel(self, vip: str) -> HboneBytes:
+        return HboneBytes(await self.client.open(f"{vip}:{PORT}"))
+
+    async def get(self, vip: str, host: str, path: str, headers: tuple = ()) -> tuple[int, dict[str, str], bytes]:
+        """One HTTP/1.1 GET on a new tunnel."""
+        return await http1(await self.tunnel(vip), h11.Connection(h11.CLIENT), "GET", path, host, headers)
+
+    def scrape(self) -> list:
+        text = httpx.get(f"http://{WP_IP}:{self.ports['metrics']}/stats/prometheus").text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        return [s for s in families["istio_requests"].samples if s.name == "istio_requests_total"]
+
+
+def _create_pods(istiod: harness.Istiod) -> dict[str, str]:
+    uids = {}
+    with istiod.client() as client:
+        for name, sa in (("wp-0", "waypoint"), ("sleep-0", "sleep"), ("echo-0", "echo")):
+            body = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"serviceAccountName": sa, "nodeName": "node-1", "containers": [{"name": "c"}]},
+            }
+            response = client.post("/api/v1/namespaces/default/pods", json=body)
+            assert response.status_code == 201, response.text
+            uids[name] = response.json()["metadata"]["uid"]
+    return uids
+
+
+async def _start(loop_world: dict, istiod: harness.Istiod, ca: harness.MeshCa, node_token: str, tmp: Path) -> None:
+    """Everything on the loop: certificates, backends, the ADS server, the waypoint."""
+    ports = {n: harness.free_port() for n in ("hbone", "admin", "metrics", "ready", "backend", "ads", "grpc")}
+    uids = _create_pods(istiod)
+    # The waypoint's own token, as mesh-runtime asks for it with its node's token.
+    async with KubeClient(Connection(istiod.url, node_token, str(istiod.ca_file))) as kube:
+        pod_token = await request_pod_token(kube, "default", "waypoint", "wp-0", uids["wp-0"])
+    token_file = tmp / "wp-token"
+    token_file.write_text(pod_token.token)
+    certs = CertificateManager(lambda: CaClient(ca.address, ca.roots_pem, node_token), SystemClock(), "cluster.local")
+    async with certs:
+        sleep, echo = await certs.get(SLEEP), await certs.get(ECHO)
+    roots = ca.roots_pem
+    grpc_server = await start_grpc_server(ports["grpc"])
+    backends = Backends(server_context("".join(echo.chain), echo.key_pem, roots), ports["backend"], ports["grpc"])
+    await backends.start()
+    ads = Ads()
+    server = grpc.aio.server()
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
+    state = ca.state_dir
+    creds = grpc.ssl_server_credentials(
+        [((state / "xds-key.pem").read_bytes(), (state / "xds-cert.pem").read_bytes())],
+        root_certificates=roots,
+        require_client_auth=True,
+    )
+    server.add_secure_port(f"127.0.0.1:{ports['ads']}", creds)
+    await server.start()
+    env = {
+        **os.environ,
+        "MESH_POD_NAME": "wp-0",
+        "MESH_POD_NAMESPACE": "default",
+        "MESH_POD_IP": WP_IP,
+        "MESH_SERVICE_ACCOUNT": "waypoint",
+        "MESH_TOKEN_FILE": str(token_file),
+        "MESH_ROOT_CERT": str(state / "root-cert.pem"),
+        "MESH_CA_ADDRESS": ca.address,
+        "MESH_XDS_ADDRESS": f"127.0.0.1:{ports['ads']}",
+    }
+    log = tmp / "waypoint.log"
+    flags = {
+        "--gateway": "default/wp",
+        "--listen-address": WP_IP,
+        "--hbone-port": ports["hbone"],
+        "--admin-port": ports["admin"],
+        "--metrics-port": ports["metrics"],
+        "--readiness-port": ports["ready"],
+        "--hbone-upstream-port": ports["backend"],
+        "--drain-seconds": 1,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        str(harness.VENV_BIN / "waypoint"),
+        *[str(x) for pair in flags.items() for x in pair],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    loop_world.update(
+        proc=proc, grpc_server=grpc_server, ads_server=server, backends=backends, ads=ads, ports=ports, log=log
+    )
+    async with httpx.AsyncClient() as web:
+        for _ in range(300):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await web.get(f"http://{WP_IP}:{ports['ready']}/healthz/ready")).status_code == 200:
+                    break
+            assert proc.returncode is None, log.read_text()[-3000:]
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("waypoint not ready: " + log.read_text()[-3000:])
+    ctx = client_context("".join(sleep.chain), sleep.key_pem, roots)
+    loop_world["client"] = await HboneClient.connect((WP_IP, ports["hbone"]), ctx, expected_identities={str(WAYPOINT)})
+
+
+async def _stop(parts: dict) -> int | None:
+    """Ask the waypoint to quit (it must drain and exit 0), then stop the test's servers."""
+    proc = parts.get("proc")
+    code = None
+    try:
+        if "client" in parts:
+            parts["client"].close()
+        if proc is not None and proc.returncode is None:
+            async with httpx.AsyncClient() as web:
+                with contextlib.suppress(httpx.HTTPError):
+                    await web.post(f"http://{WP_IP}:{parts['ports']['admin']}/quitquitquit")
+            with contextlib.suppress(TimeoutError):
+                code = await asyncio.wait_for(proc.wait(), 10)
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if "backends" in parts:
+            await parts["backends"].server.close(0.5)
+        for name in ("ads_server", "grpc_server"):
+            if name in parts:
+                await parts[name].stop(0)
+    return code
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[harness.Istiod, harness.MeshCa, str, Path]]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("waypoint")
-    with harness.running_istiod(tmp, "sqlite") as istiod, harness.running_ca(istiod) as ca:
-        token = harness.create_node(istiod, "node-1")
-        with istiod.client() as client:
-            for name, sa in (("wp-0", "waypoint"), ("sleep-0", "sleep"), ("echo-0", "echo")):
-                body = {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {"name": name, "namespace": "default"},
-                    "spec": {"serviceAccountName": sa, "nodeName": "node-1", "containers": [{"name": "c"}]},
-                }
-                assert client.post("/api/v1/namespaces/default/pods", json=body).status_code == 201
-        token_file = tmp / "token"
-        token_file.write_text(token)
-        yield istiod, ca, token, token_file
+    loop = Loop()
+    parts: dict = {}
+    try:
+        with harness.running_istiod(tmp, "sqlite") as istiod, harness.running_ca(istiod) as ca:
+            node_token = harness.create_node(istiod, "node-1")
+            try:
+                loop.run(_start(parts, istiod, ca, node_token, tmp), timeout=60)
+                yield World(loop, parts["ads"], parts["backends"], parts["ports"], parts["client"], parts["log"])
+            finally:
+                code = loop.run(_stop(parts))
+            assert code == 0, parts["log"].read_text()[-3000:]
+    finally:
+        loop.close()
 
 
-async def http1(stream: HboneBytes, conn: h11.Connection, method: str, path: str) -> tuple[int, bytes]:
-    """One HTTP/1.1 exchange on a kept-alive tunnel."""
-    host = f"{HOST}:{PORT}"
-    await stream.write(conn.send(h11.Request(method=method, target=path, headers=[("host", host)])))
-    await stream.write(conn.send(h11.EndOfMessage()))
-    status, body = 0, b""
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.read())
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            body += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            conn.start_next_cycle()
-            return status, body
-
-
-async def http2_get(stream: HboneBytes, path: str) -> tuple[int, bytes]:
-    conn = H2Connection(H2Configuration(client_side=True, header_encoding="utf-8"))
-    conn.initiate_connection()
-    sid = conn.get_next_available_stream_id()
-    conn.send_headers(
-        sid, [(":method", "GET"), (":path", path), (":scheme", "http"), (":authority", HOST)], end_stream=True
-    )
-    await stream.write(conn.data_to_send())
-    status, body = 0, b""
-    for _ in range(100):
-        for event in conn.receive_data(await stream.read()):
-            if isinstance(event, ResponseReceived):
-                status = int(dict(event.headers)[":status"])
-            elif isinstance(event, DataReceived):
-                body += event.data
-                conn.acknowledge_received_data(event.flow_controlled_length, sid)
-            elif isinstance(event, StreamEnded):
-                return status, body
-        await stream.write(conn.data_to_send())
-    raise AssertionError("no HTTP/2 response")
-
-
-def test_waypoint_rbac_split_metrics_http2(mesh) -> None:
-    _istiod, ca, token, token_file = mesh
-    ports = {name: harness.free_port() for name in ("hbone", "admin", "metrics", "ready", "backend", "ads")}
-    state = ca.state_dir
+def test_rbac_split_http2_and_no_chain(world: World) -> None:
+    assert world.ads.nodes[0] == f"waypoint~{WP_IP}~wp-0.default~default.svc.cluster.local"
+    assert not world.ads.nacks
 
     async def scenario() -> None:
-        certs = CertificateManager(lambda: CaClient(ca.address, ca.roots_pem, token), SystemClock(), "cluster.local")
-        async with certs:
-            sleep, echo = await certs.get(SLEEP), await certs.get(ECHO)
-        roots = ca.roots_pem
+        tunnel = await world.tunnel(VIP)
+        conn = h11.Connection(h11.CLIENT)
+        assert (await http1(tunnel, conn, "GET", "/hello", HOST))[::2] == (200, b"v1")
+        assert (await http1(tunnel, conn, "DELETE", "/hello", HOST))[::2] == (403, b"RBAC: access denied")
+        seen = Counter([(await http1(tunnel, conn, "GET", "/split", HOST))[2] for _ in range(200)])
+        assert seen[b"v1"] + seen[b"v2"] == 200
+        assert 160 <= seen[b"v1"] <= 195, seen  # 90 % of 200 = 180; binomial sd ~4.2
+        headers, body, _ = await http2(await world.tunnel(VIP), "GET", "/over-h2", HOST)
+        assert (headers[":status"], body) == ("200", b"v1")
+        with pytest.raises(Exception, match="503"):
+            await world.client.open("10.96.0.99:80")  # no filter chain: 503 at CONNECT
 
-        # Backends: HBONE servers with echo's certificate answering their version name.
-        async def answer(name: str):
-            async def respond(request: HttpRequest) -> HttpResponse:
-                return HttpResponse(200, [("content-type", "text/plain")], name.encode())
+    world.run(scenario())
+    samples = [s for s in world.scrape() if s.labels["destination_service"] == HOST]
+    denied = [s for s in samples if s.labels["response_code"] == "403"]
+    assert denied and denied[0].value == 1
+    assert denied[0].labels["source_principal"] == str(SLEEP)
+    assert denied[0].labels["reporter"] == "waypoint"
+    assert sum(s.value for s in samples if s.labels["response_code"] == "200") == 202
+    # The endpoint's `istio` metadata names the destination.
+    v1 = [s for s in samples if s.labels["destination_workload"] == "echo-0"]
+    assert v1 and v1[0].labels["destination_principal"] == str(ECHO)
+    assert v1[0].labels["destination_workload_namespace"] == "default"
 
-            return respond
-
-        async def handle(stream) -> None:
-            stream.accept()
-            name = BACKENDS[stream.local_address[0]]
-            tunnel = HboneBytes(stream)
-            await serve_h1(tunnel, await tunnel.read(), await answer(name))
-
-        backend = HboneServer(server_context("".join(echo.chain), echo.key_pem, roots), handle)
-        for ip in BACKENDS:
-            await backend.listen(ip, ports["backend"])
-        ads = Ads()
-        server = grpc.aio.server()
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
-        creds = grpc.ssl_server_credentials(
-            [((state / "xds-key.pem").read_bytes(), (state / "xds-cert.pem").read_bytes())],
-            root_certificates=roots,
-            require_client_auth=True,
-        )
-        server.add_secure_port(f"127.0.0.1:{ports['ads']}", creds)
-        await server.start()
-        env = {
-            **os.environ,
-            "MESH_POD_NAME": "wp-0",
-            "MESH_POD_NAMESPACE": "default",
-            "MESH_POD_IP": WP_IP,
-            "MESH_SERVICE_ACCOUNT": "waypoint",
-            "MESH_TOKEN_FILE": str(token_file),
-            "MESH_ROOT_CERT": str(state / "root-cert.pem"),
-            "MESH_CA_ADDRESS": ca.address,
-            "MESH_XDS_ADDRESS": f"127.0.0.1:{ports['ads']}",
-        }
-        log = (state / "waypoint.log").open("wb")
-        proc = await asyncio.create_subprocess_exec(
-            str(harness.VENV_BIN / "waypoint"),
-            "--gateway",
-            "default/wp",
-            "--listen-address",
-            WP_IP,
-            "--hbone-port",
-            str(ports["hbone"]),
-            "--admin-port",
-            str(ports["admin"]),
-            "--metrics-port",
-            str(ports["metrics"]),
-            "--readiness-port",
-            str(ports["ready"]),
-            "--hbone-upstream-port",
-            str(ports["backend"]),
-            "--impersonate",
-            "--drain-seconds",
-            "1",
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-            async with httpx.AsyncClient() as web:
-                for _ in range(300):
-                    with contextlib.suppress(httpx.HTTPError):
-                        if (await web.get(f"http://{WP_IP}:{ports['ready']}/healthz/ready")).status_code == 200:
-                            break
-                    assert proc.returncode is None, (state / "waypoint.log").read_text()[-3000:]
-                    await asyncio.sleep(0.05)
-                else:
-                    raise AssertionError("waypoint not ready: " + (state / "waypoint.log").read_text()[-3000:])
-                assert ads.nodes[0] == f"waypoint~{WP_IP}~wp-0.default~default.svc.cluster.local"
-                assert not ads.nacks
-
-                ctx = client_context("".join(sleep.chain), sleep.key_pem, roots)
-                client = await HboneClient.connect((WP_IP, ports["hbone"]), ctx, expected_identities={str(WAYPOINT)})
-                tunnel = HboneBytes(await client.open(f"{VIP}:{PORT}"))
-                conn = h11.Connection(h11.CLIENT)
-                assert await http1(tunnel, conn, "GET", "/hello") == (200, b"v1")
-                assert await http1(tunnel, conn, "DELETE", "/hello") == (403, b"RBAC: access denied")
-                seen = Counter([(await http1(tunnel, conn, "GET", "/split"))[1] for _ in range(200)])
-                assert seen[b"v1"] + seen[b"v2"] == 200
-                assert 160 <= seen[b"v1"] <= 195, seen  # 90 % of 200 = 180; binomial sd ~4.2
-
-                h2_tunnel = HboneBytes(await client.open(f"{VIP}:{PORT}"))
-                assert await http2_get(h2_tunnel, "/over-h2") == (200, b"v1")
-
-                with pytest.raises(Exception, match="503"):
-                    await client.open("10.96.0.99:80")  # no filter chain: 503 at CONNECT
-                client.close()
-
-                scrape = (await web.get(f"http://{WP_IP}:{ports['metrics']}/stats/prometheus")).text
-                families = {f.name: f for f in text_string_to_metric_families(scrape)}
-                samples = [s for s in families["istio_requests"].samples if s.name == "istio_requests_total"]
-                denied = [s for s in samples if s.labels["response_code"] == "403"]
-                assert denied and denied[0].value == 1
-                assert denied[0].labels["source_principal"] == str(SLEEP)
-                assert denied[0].labels["reporter"] == "waypoint"
-                assert denied[0].labels["destination_service"] == HOST
-                assert sum(s.value for s in samples if s.labels["response_code"] == "200") == 202
-
-                dump = (await web.get(f"http://{WP_IP}:{ports['admin']}/config_dump")).json()
-                assert dump["certificate"]["identity"] == str(WAYPOINT) and dump["certificate"]["serial"]
-                assert {e["address"] for e in dump["clusters"][V2]["endpoints"]} == {"127.0.0.3:8080"}
-                assert (await web.post(f"http://{WP_IP}:{ports['admin']}/quitquitquit")).status_code == 200
-            assert await asyncio.wait_for(proc.wait(), 15) == 0
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-            await backend.close(0.5)
-            await server.stop(0)
-
-    asyncio.run(scenario())
-    access = (state / "waypoint.log").read_text()
-    denied_line = next(line for line in access.splitlines() if '"status":403' in line)
+    dump = httpx.get(f"http://{WP_IP}:{world.ports['admin']}/config_dump").json()
+    assert dump["certificate"]["identity"] == str(WAYPOINT) and dump["certificate"]["serial"]
+    assert {e["address"] for e in dump["clusters"][V2]["endpoints"]} == {"127.0.0.3:8080"}
+    log = world.log.read_text()
+    denied_line = next(line for line in log.splitlines() if '"status":403' in line)
     assert '"local_reply":"RBAC: access denied"' in denied_line
     assert "rbac_access_denied_matched_policy[none]" in denied_line
+
+
+def test_jwt_then_rbac_on_a_claim(world: World) -> None:
+    async def scenario() -> None:
+        def bearer(value: str) -> tuple:
+            return (("authorization", f"Bearer {value}"),)
+
+        status, _, body = await world.get(JWT_VIP, JWT_HOST, "/", bearer(token(["dev", "admin"])))
+        assert (status, body) == (200, b"v1")
+        status, _, body = await world.get(JWT_VIP, JWT_HOST, "/", bearer(token(["dev"])))
+        assert (status, body) == (403, b"RBAC: access denied")
+        status, headers, body = await world.get(JWT_VIP, JWT_HOST, "/", bearer(token(["admin"], key=OTHER_KEY)))
+        assert (status, body) == (401, b"Jwt verification fails")
+        assert headers["www-authenticate"] == f'Bearer realm="http://{JWT_HOST}:{PORT}/", error="invalid_token"'
+        status, _, _ = await world.get(JWT_VIP, JWT_HOST, "/")  # no token passes authentication...
+        assert status == 403  # ...but has no claim to show
+
+    world.run(scenario())
+
+
+def test_retries_timeout_and_faults(world: World) -> None:
+    async def scenario() -> None:
+        tunnel = await world.tunnel(L7_VIP)
+        conn = h11.Connection(h11.CLIENT)
+        before = world.backends.seen[FLAKY]
+        statuses = [(await http1(tunnel, conn, "GET", "/retry", L7_HOST))[0] for _ in range(10)]
+        assert statuses == [200] * 10
+        assert world.backends.seen[FLAKY] - before >= 15  # every other attempt failed and was retried
+
+        started = time.monotonic()
+        status, _, body = await http1(tunnel, conn, "GET", "/timeout", L7_HOST)
+        elapsed = time.monotonic() - started
+        assert (status, body) == (504, b"upstream request timeout")
+        assert TIMEOUT <= elapsed < TIMEOUT + 0.1, elapsed
+
+        assert (await http1(tunnel, conn, "GET", "/abort", L7_HOST))[::2] == (418, b"fault filter abort")
+        started = time.monotonic()
+        assert (await http1(tunnel, conn, "GET", "/delay", L7_HOST))[::2] == (200, b"v1")
+        assert time.monotonic() - started >= DELAY
+
+    world.run(scenario())
+    flags = Counter()
+    for s in world.scrape():
+        if s.labels["destination_service"] == L7_HOST:
+            flags[(s.labels["response_code"], s.labels["response_flags"])] += s.value
+    assert flags[("504", "UT")] == 1 and flags[("418", "FI")] == 1 and flags[("200", "DI")] == 1
+
+
+def test_circuit_breaker_overflow(world: World) -> None:
+    async def one() -> tuple[int, bytes]:
+        status, _, body = await world.get(L7_VIP, L7_HOST, "/breaker")
+        return status, body
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        return await asyncio.gather(*(one() for _ in range(10)))
+
+    results = world.run(scenario())
+    overflow = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
+    rejected = [r for r in results if r == (503, overflow)]
+    assert len(rejected) >= 5 and results.count((200, b"127.0.0.6")) >= 2, results
+    counted = [s for s in world.scrape() if s.labels["response_flags"] == "UO"]
+    assert sum(s.value for s in counted) == len(rejected)
+
+
+def test_outlier_detection_ejects_the_failing_endpoint(world: World) -> None:
+    async def scenario() -> list[int]:
+        tunnel = await world.tunnel(L7_VIP)
+        conn = h11.Connection(h11.CLIENT)
+        return [(await http1(tunnel, conn, "GET", "/outlier", L7_HOST))[0] for _ in range(26)]
+
+    statuses = world.run(scenario())
+    assert statuses[:6].count(503) == 3, statuses  # round robin until the third 5xx ejects it
+    assert statuses[6:] == [200] * 20, statuses
+    dump = httpx.get(f"http://{WP_IP}:{world.ports['admin']}/config_dump").json()
+    ejected = [e["address"] for e in dump["clusters"][f"inbound-vip|80|outlier|{L7_HOST}"]["endpoints"] if e["ejected"]]
+    assert ejected == ["127.0.0.7:8080"]
+
+
+def test_grpc_through_the_waypoint(world: World) -> None:
+    async def scenario() -> None:
+        headers, reply, status = await grpc_call(await world.tunnel(L7_VIP), "/echo.Echo/Say", b"mesh")
+        assert headers[":status"] == "200" and reply == b"hello mesh"
+        assert status["grpc-status"] == "0"
+
+        _, _, status = await grpc_call(await world.tunnel(L7_VIP), "/echo.Echo/Say", b"fail")
+        assert (status["grpc-status"], status["grpc-message"]) == ("5", "no such greeting")
+
+        # Answers of the waypoint itself, as gRPC.
+        headers, _, status = await grpc_call(await world.tunnel(JWT_VIP), "/echo.Echo/Say", b"x", host=JWT_HOST)
+        assert headers[":status"] == "200" and status["grpc-status"] == "7"  # RBAC: PERMISSION_DENIED
+        headers, _, status = await grpc_call(await world.tunnel(L7_VIP), "/empty/Say", b"x")
+        assert headers[":status"] == "200" and status["grpc-status"] == "14"  # no healthy upstream
+        assert status["grpc-message"] == "no healthy upstream"
+
+    world.run(scenario())
+    grpc_samples = [s for s in world.scrape() if s.labels["request_protocol"] == "grpc"]
+    assert {s.labels["grpc_response_status"] for s in grpc_samples} == {"0", "5", "7", "14"}

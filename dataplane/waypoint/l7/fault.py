@@ -39,6 +39,11 @@ _HTTP_TO_GRPC = {400: 13, 401: 16, 403: 7, 404: 12, 429: 14, 502: 14, 503: 14, 5
 _GRPC_UNKNOWN = 2
 
 
+def http_to_grpc_status(status: int) -> int:
+    """The gRPC status Envoy gives a gRPC client for a local HTTP status (httpToGrpcStatus)."""
+    return _HTTP_TO_GRPC.get(status, _GRPC_UNKNOWN)
+
+
 @dataclass(frozen=True, kw_only=True)
 class FaultDecision:
     """What to inject: a delay in seconds and/or an abort (an HTTP or a gRPC status)."""
@@ -62,7 +67,7 @@ class FaultDecision:
         if request.is_grpc:
             grpc = self.abort_grpc_status
             if grpc is None:
-                grpc = _HTTP_TO_GRPC.get(self.abort_http_status or 0, _GRPC_UNKNOWN)
+                grpc = http_to_grpc_status(self.abort_http_status or 0)
             headers = [("content-type", "application/grpc"), ("grpc-status", str(grpc)), ("grpc-message", ABORT_BODY)]
             return 200, headers, ""
         status = self.abort_http_status if self.abort_http_status is not None else 200

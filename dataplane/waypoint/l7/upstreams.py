@@ -10,7 +10,7 @@ that stay are kept), a new Cluster to `update_cluster`.
 Envoy's rules followed here:
 - endpoints: `lb_endpoints` whose health_status is UNKNOWN, HEALTHY or DEGRADED; the lowest
   priority that has an available endpoint serves; the `istio` filter metadata gives the tunnel
-  (`hbone` / `plaintext`) and the SPIFFE identity to expect;
+  (`hbone` / `plaintext`), the SPIFFE identity to expect, and the pod (`workload`, `namespace`);
 - panic: when the available share falls below `common_lb_config.healthy_panic_threshold`
   (default 50 %; Istio sets 0, which disables it) the ejected endpoints are used too;
 - ROUND_ROBIN rotates, LEAST_REQUEST takes the least busy of `choice_count` (2) random draws,
@@ -84,6 +84,8 @@ class Endpoint:
     weight: int = 1
     priority: int = 0
     available: bool = True
+    workload: str | None = None  # the pod's name (`istio` metadata), for telemetry
+    namespace: str | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -233,8 +235,20 @@ def endpoints_from_assignment(cla: endpoint_pb2.ClusterLoadAssignment) -> list[E
             identity = istio["identity"].string_value if "identity" in istio else None
             weight = lb.load_balancing_weight.value if lb.HasField("load_balancing_weight") else 1
             available = lb.health_status in _AVAILABLE
+            workload = istio["workload"].string_value if "workload" in istio else None
+            namespace = istio["namespace"].string_value if "namespace" in istio else None
             found.append(
-                Endpoint(socket.address, socket.port_value, tunnel, identity, weight, locality.priority, available)
+                Endpoint(
+                    socket.address,
+                    socket.port_value,
+                    tunnel,
+                    identity,
+                    weight,
+                    locality.priority,
+                    available,
+                    workload or None,
+                    namespace or None,
+                )
             )
     return found
 

@@ -1,32 +1,38 @@
-"""One request through the filter chain, in the listener's order: RBAC (403), route (404 or a
-direct response), circuit breaker (503 UO), endpoint (503 UH), upstream with timeout (504 UT) and
-retries, mirroring, header modifiers; then telemetry. Envoy's local-reply bodies and response
-flags are kept, so users' expectations from Istio hold.
+"""One request through its filter chain, in the listener's order: JWT authentication (401, or 403
+for a refused audience), RBAC (403), route (404 NR, or a direct response), fault injection
+(delay DI, abort FI), then the router (forward.py: breakers, endpoint, retries, timeout),
+mirrors and the route's header modifiers; then telemetry. Local answers keep Envoy's bodies and
+response flags, and a gRPC request gets them as gRPC (local_reply.py), so users' expectations
+from Istio hold.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import random
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 
-from envoy.config.cluster.v3 import cluster_pb2
-
-from ..config import ConfigStore, Endpoint, FilterChain
+from ..config import ConfigStore, FilterChain
+from ..l7 import fault
 from ..l7.model import Request
-from ..l7.rbac import RbacEngine
+from ..l7.rbac import DENIED_BODY, DENIED_STATUS
+from ..l7.rbac import RESPONSE_FLAG as RBAC_FLAG
+from ..l7.routing import NO_ROUTE_FLAG, NO_ROUTE_STATUS, RouteDecision
+from ..l7.upstreams import Endpoint
 from ..telemetry import Metrics, RequestRecord, Source, log_request
-from .decisions import RouteChoice, apply_header_modifiers, select_route
-from .messages import HttpRequest, HttpResponse, text_response
-from .upstream import ConnectFailure, UpstreamReset, Upstreams, discard
+from .clusters import UpstreamClusters
+from .forward import Forwarder
+from .local_reply import local_reply
+from .messages import HttpRequest, HttpResponse
+from .upstream import Upstreams
+from .upstream_response import RequestHead, discard
 
 log = logging.getLogger("waypoint.proxy")
-DEFAULT_TIMEOUT = 15.0  # Envoy's route timeout when none is set
-RETRIABLE_5XX = frozenset((500, 501, 502, 503, 504))
+MIRROR_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
@@ -40,44 +46,36 @@ class Downstream:
     source_ip: str
 
 
-class ClusterRuntime:
-    """Per cluster: round-robin cursor and in-flight count (the circuit breaker's input)."""
-
-    def __init__(self) -> None:
-        self.cursor = itertools.count()
-        self.in_flight = 0
+@dataclass
+class _Outcome:
+    response: HttpResponse
+    decision: RouteDecision | None = None
+    endpoint: Endpoint | None = None
+    local: bool = True  # answered by the waypoint itself
 
 
 class Pipeline:
-    """The request handler of every filter chain (stateless apart from per-cluster counters)."""
+    """The request handler of every filter chain. One per process."""
 
-    def __init__(self, store: ConfigStore, upstreams: Upstreams, metrics: Metrics, cluster_id: str) -> None:
+    def __init__(
+        self, store: ConfigStore, clusters: UpstreamClusters, upstreams: Upstreams, metrics: Metrics, cluster_id: str
+    ) -> None:
         self._store = store
+        self._clusters = clusters
         self._upstreams = upstreams
         self._metrics = metrics
         self._cluster_id = cluster_id
         self._rng = random.Random()
-        self._clusters: dict[str, ClusterRuntime] = {}
-        self._rbac: dict[int, RbacEngine] = {}
+        self._forwarder = Forwarder(clusters, upstreams, self._rng)
+        self._active_faults = 0
         self._mirrors: set[asyncio.Task[None]] = set()
-
-    def in_flight(self, cluster_name: str) -> int:
-        """Requests in flight to a cluster (config_dump)."""
-        runtime = self._clusters.get(cluster_name)
-        return runtime.in_flight if runtime else 0
-
-    def _engine(self, chain: FilterChain) -> RbacEngine:
-        engine = self._rbac.get(id(chain))
-        if engine is None:
-            engine = self._rbac[id(chain)] = RbacEngine(chain.rbac)
-        return engine
 
     def _l7_request(self, down: Downstream, request: HttpRequest) -> Request:
         return Request(
             method=request.method,
             path=request.target,
             authority=request.authority,
-            headers=request.headers,
+            headers=list(request.headers),
             destination_port=down.port,
             source_ip=down.source_ip,
             source_principal=down.source.principal,
@@ -91,132 +89,91 @@ class Pipeline:
         started = time.monotonic()
         _add_request_headers(request)
         l7 = self._l7_request(down, request)
-        choice: RouteChoice | None = None
-        endpoint: Endpoint | None = None
-        decision = self._engine(down.chain).evaluate(l7)
-        if not decision.allowed:
-            response = text_response(403, "RBAC: access denied", details=decision.log_reason)
-        else:
-            response, choice, endpoint = await self._route_and_forward(down, request, l7)
+        outcome = self._authenticate_and_authorize(down.chain, request, l7)
+        if outcome is None:
+            outcome = await self._route_and_forward(down, request, l7)
+        response = outcome.response
         response.headers.append(("x-request-id", request.header("x-request-id") or ""))
-        self._observe(down, request, response, choice, endpoint, started)
+        self._observe(down, request, outcome, started)
         return response
 
-    async def _route_and_forward(
-        self, down: Downstream, request: HttpRequest, l7: Request
-    ) -> tuple[HttpResponse, RouteChoice | None, Endpoint | None]:
-        route_config = self._store.route_config(down.chain.route_config_name)
-        choice = select_route(route_config, l7, self._rng) if route_config is not None else None
-        if choice is None:
-            return text_response(404, "", flags="NR", details="route_not_found"), None, None
-        route = choice.route
-        if route.HasField("direct_response"):
-            body = route.direct_response.body.inline_string or route.direct_response.body.inline_bytes.decode()
-            return text_response(route.direct_response.status, body, flags="-", details="direct_response"), choice, None
-        action = route.route
-        headers = apply_header_modifiers(
-            request.headers, list(route.request_headers_to_add), list(route.request_headers_to_remove)
-        )
-        for mirror in action.request_mirror_policies:
-            self._mirror(mirror.cluster, request, headers)
-        response, endpoint = await self._forward(choice.cluster or "", request, headers, action)
-        response.headers = apply_header_modifiers(
-            response.headers, list(route.response_headers_to_add), list(route.response_headers_to_remove)
-        )
-        return response, choice, endpoint
-
-    def _pick(self, cluster_name: str) -> Endpoint | None:
-        endpoints = self._store.cluster_endpoints(cluster_name)
-        if not endpoints:
-            return None
-        runtime = self._clusters.setdefault(cluster_name, ClusterRuntime())
-        return endpoints[next(runtime.cursor) % len(endpoints)]
-
-    def _overflow(self, cluster: cluster_pb2.Cluster | None, runtime: ClusterRuntime) -> bool:
-        if cluster is None or not cluster.circuit_breakers.thresholds:
-            return False
-        limits = cluster.circuit_breakers.thresholds[0]
-        if limits.HasField("max_requests") and runtime.in_flight >= limits.max_requests.value:
-            return True
-        return limits.HasField("max_pending_requests") and runtime.in_flight >= limits.max_pending_requests.value
-
-    async def _forward(
-        self, cluster_name: str, request: HttpRequest, headers: list[tuple[str, str]], action
-    ) -> tuple[HttpResponse, Endpoint | None]:
-        runtime = self._clusters.setdefault(cluster_name, ClusterRuntime())
-        if self._overflow(self._store.cluster(cluster_name), runtime):
-            return text_response(
-                503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", flags="UO"
-            ), None
-        timeout = action.timeout.ToTimedelta().total_seconds() if action.HasField("timeout") else DEFAULT_TIMEOUT
-        retries = action.retry_policy.num_retries.value if action.HasField("retry_policy") else 0
-        retry_on = set(action.retry_policy.retry_on.split(",")) if action.HasField("retry_policy") else set()
-        deadline = time.monotonic() + timeout if timeout > 0 else None
-        runtime.in_flight += 1
-        try:
-            response, endpoint = await self._attempts(cluster_name, request, headers, retries, retry_on, deadline)
-        finally:
-            runtime.in_flight -= 1
-        return response, endpoint
-
-    async def _attempts(self, cluster_name, request, headers, retries, retry_on, deadline):
-        endpoint = None
-        response = text_response(503, "no healthy upstream", flags="UH")
-        for attempt in range(retries + 1):
-            endpoint = self._pick(cluster_name)
-            if endpoint is None:
-                return text_response(503, "no healthy upstream", flags="UH"), None
-            left = None if deadline is None else deadline - time.monotonic()
-            try:
-                upstream = await asyncio.wait_for(self._upstreams.request(endpoint, request, headers), left)
-            except TimeoutError:
-                return text_response(504, "upstream request timeout", flags="UT"), endpoint
-            except ConnectFailure as e:
-                response = text_response(
-                    503,
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-                    flags="UF",
-                    details=str(e),
+    def _authenticate_and_authorize(self, chain: FilterChain, request: HttpRequest, l7: Request) -> _Outcome | None:
+        """The jwt_authn then rbac filters; an outcome when one of them answers."""
+        grpc = request.is_grpc
+        if chain.authenticator is not None:
+            verdict = chain.authenticator.authenticate(l7)  # sets l7.jwt_payload and its metadata
+            if not verdict.ok:
+                details = "jwt_authn_access_denied{" + verdict.body.replace(" ", "_") + "}"
+                return _Outcome(
+                    local_reply(grpc, verdict.status, verdict.body, details=details, headers=verdict.headers)
                 )
-                if attempt < retries and retry_on & {"connect-failure", "5xx", "gateway-error", "reset"}:
-                    continue
-                return _retried(response, attempt), endpoint
-            except UpstreamReset as e:
-                response = text_response(
-                    503,
-                    "upstream connect error or disconnect/reset before headers. reset reason: remote reset",
-                    flags="UC",
-                    details=str(e),
-                )
-                if attempt < retries and retry_on & {"5xx", "reset", "gateway-error"}:
-                    continue
-                return _retried(response, attempt), endpoint
-            retriable = (upstream.status in RETRIABLE_5XX and "5xx" in retry_on) or (
-                upstream.status in (502, 503, 504) and "gateway-error" in retry_on
+        decision = chain.rbac_engine.evaluate(l7)
+        if not decision.allowed:
+            return _Outcome(local_reply(grpc, DENIED_STATUS, DENIED_BODY, flags=RBAC_FLAG, details=decision.log_reason))
+        return None
+
+    async def _route_and_forward(self, down: Downstream, request: HttpRequest, l7: Request) -> _Outcome:
+        grpc = request.is_grpc
+        table = self._store.route_table(down.chain.route_config_name)
+        decision = table.route(l7, self._rng) if table is not None else None
+        if decision is None:
+            return _Outcome(local_reply(grpc, NO_ROUTE_STATUS, "", flags=NO_ROUTE_FLAG, details="route_not_found"))
+        injected = fault.NO_FAULT
+        if down.chain.fault:
+            injected = fault.decide(
+                decision.fault, l7, self._rng, cluster=decision.cluster, active_faults=self._active_faults
             )
-            if attempt < retries and retriable:
-                await discard(upstream.body)
-                continue
-            result = HttpResponse(upstream.status, upstream.headers, upstream.body, length=upstream.length)
-            result.upstream_host = endpoint.address
-            return result, endpoint
-        return response, endpoint
+        outcome = await self._after_fault(request, l7, decision, injected)
+        if injected.response_flags:
+            flags = [f for f in outcome.response.flags.split(",") if f != "-"]
+            outcome.response.flags = ",".join([*injected.response_flags, *flags])
+        outcome.response.headers = decision.apply_response_headers(outcome.response.headers)
+        return outcome
 
-    def _mirror(self, cluster_name: str, request: HttpRequest, headers: list[tuple[str, str]]) -> None:
-        """Fire and forget a copy (Envoy appends `-shadow` to the authority); its answer is dropped."""
-        endpoint = self._pick(cluster_name)
-        if endpoint is None:
-            return
-        host, sep, port = request.authority.rpartition(":")
-        shadow_authority = f"{host}-shadow:{port}" if sep else f"{request.authority}-shadow"
-        copy = HttpRequest(
-            request.method, request.target, shadow_authority, list(headers), request.body, request.protocol
+    async def _after_fault(
+        self, request: HttpRequest, l7: Request, decision: RouteDecision, injected: fault.FaultDecision
+    ) -> _Outcome:
+        if injected.delay is not None:
+            self._active_faults += 1
+            try:
+                await asyncio.sleep(injected.delay)  # counted in the request's duration
+            finally:
+                self._active_faults -= 1
+        if injected.aborts:
+            status, headers, body = injected.local_reply(l7)  # gRPC-shaped for a gRPC request
+            data = body.encode()
+            headers.append(("content-length", str(len(data))))
+            reply = HttpResponse(status, headers, data, length=len(data), details="fault_filter_abort")
+            return _Outcome(reply, decision)
+        if decision.direct_response is not None:
+            direct = decision.direct_response
+            reply = local_reply(False, direct.status, direct.body, details="direct_response", headers=direct.headers)
+            return _Outcome(reply, decision)
+        head = RequestHead(
+            decision.path or request.target,
+            decision.authority or request.authority,
+            decision.apply_request_headers(l7.headers),
         )
+        for cluster in decision.mirror_clusters:
+            self._mirror(cluster, request, head)
+        forwarded = await self._forwarder.forward(request, head, decision)
+        local = not forwarded.response.upstream_host
+        return _Outcome(forwarded.response, decision, forwarded.endpoint, local)
+
+    def _mirror(self, cluster_name: str, request: HttpRequest, head: RequestHead) -> None:
+        """Fire and forget a copy (Envoy appends `-shadow` to the authority); its answer is dropped."""
+        state = self._clusters.get(cluster_name)
+        endpoint = state.pick() if state is not None else None
+        if state is None or endpoint is None:
+            return
+        host, sep, port = head.authority.rpartition(":")
+        shadow = RequestHead(head.path, f"{host}-shadow:{port}" if sep else f"{head.authority}-shadow", head.headers)
+        http2 = request.protocol == "HTTP/2" or request.is_grpc
 
         async def send() -> None:
             try:
                 upstream = await asyncio.wait_for(
-                    self._upstreams.request(endpoint, copy, copy.headers), DEFAULT_TIMEOUT
+                    self._upstreams.request(state, endpoint, request, shadow, http2), MIRROR_TIMEOUT
                 )
                 await discard(upstream.body)
             except Exception as e:  # a mirror's failure never touches the real request
@@ -226,11 +183,14 @@ class Pipeline:
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)
 
-    def _observe(self, down, request, response, choice, endpoint, started) -> None:
-        """Metrics now; the access-log line and byte counts once the body has gone out."""
+    # --- telemetry --------------------------------------------------------------------------------
+
+    def _observe(self, down: Downstream, request: HttpRequest, outcome: _Outcome, started: float) -> None:
+        """Metrics and the access-log line once the body has gone out (byte counts, trailers)."""
+        response = outcome.response
         body = response.body
         if isinstance(body, bytes):
-            self._record(down, request, response, choice, endpoint, started, len(body))
+            self._record(down, request, outcome, started, len(body))
             return
 
         async def counted():
@@ -240,21 +200,23 @@ class Pipeline:
                     size += len(chunk)
                     yield chunk
             finally:
-                self._record(down, request, response, choice, endpoint, started, size)
+                self._record(down, request, outcome, started, size)
 
         response.body = counted()
 
-    def _record(self, down, request, response, choice, endpoint, started, size) -> None:
+    def _record(self, down: Downstream, request: HttpRequest, outcome: _Outcome, started: float, size: int) -> None:
+        response, decision, endpoint = outcome.response, outcome.decision, outcome.endpoint
         duration = (time.monotonic() - started) * 1000
-        grpc = request.is_grpc
         grpc_status = next((v for k, v in (response.trailers or response.headers) if k == "grpc-status"), None)
         self._metrics.record(
             RequestRecord(
                 source=down.source,
                 service_host=down.chain.host,
                 destination_principal=endpoint.identity if endpoint else None,
+                destination_workload=endpoint.workload if endpoint else None,
+                destination_namespace=endpoint.namespace if endpoint else None,
                 destination_cluster=self._cluster_id,
-                protocol="grpc" if grpc else "http",
+                protocol="grpc" if request.is_grpc else "http",
                 status=response.status,
                 grpc_status=grpc_status,
                 flags=response.flags,
@@ -270,28 +232,23 @@ class Pipeline:
                 "authority": request.authority,
                 "protocol": request.protocol,
                 "status": response.status,
+                "grpc_status": grpc_status,
                 "response_flags": response.flags,
-                "response_code_details": response.details or ("via_upstream" if endpoint else ""),
+                "response_code_details": response.details or ("" if outcome.local else "via_upstream"),
                 "upstream_host": response.upstream_host or None,
                 "duration_ms": round(duration, 3),
                 "bytes_received": len(request.body),
                 "bytes_sent": size,
                 "source_principal": down.source.principal,
-                "route_name": choice.name if choice else None,
-                "upstream_cluster": choice.cluster if choice else None,
+                "route_name": decision.route_name if decision else None,
+                "upstream_cluster": decision.cluster if decision else None,
                 "filter_chain": down.chain.name,
                 "request_id": request.header("x-request-id"),
                 "local_reply": response.body.decode(errors="replace")
-                if endpoint is None and isinstance(response.body, bytes)
+                if outcome.local and isinstance(response.body, bytes)
                 else None,
             }
         )
-
-
-def _retried(response: HttpResponse, attempts: int) -> HttpResponse:
-    if attempts:
-        response.flags = "URX" if response.flags == "-" else f"{response.flags},URX"
-    return response
 
 
 def _add_request_headers(request: HttpRequest) -> None:
@@ -301,12 +258,6 @@ def _add_request_headers(request: HttpRequest) -> None:
     request.headers = [(k, v) for k, v in request.headers if k != "x-forwarded-proto"]
     request.headers.append(("x-forwarded-proto", request.scheme))
     if "x-request-id" not in names:
-        request.headers.append(("x-request-id", _uuid4()))
+        request.headers.append(("x-request-id", str(uuid.uuid4())))
     if "traceparent" not in names:
         request.headers.append(("traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"))
-
-
-def _uuid4() -> str:
-    import uuid
-
-    return str(uuid.uuid4())

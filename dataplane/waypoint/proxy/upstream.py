@@ -1,160 +1,225 @@
 """Out of the waypoint: HBONE to `{pod IP}:15008` (authority `{pod IP}:{port}`, the waypoint's
 client certificate, the server's SAN checked against the endpoint's `identity`) or plain TCP
-(tunnel `plaintext`), and HTTP/1.1 over it with keep-alive connections pooled per endpoint.
+(tunnel `plaintext`), then HTTP/1.1 or HTTP/2 over it.
 
 HBONE connections are shared through mesh/hbone's Pool (one TLS connection carries many CONNECT
-streams); each HTTP/1.1 connection is one CONNECT stream, kept idle for reuse after a response
-that leaves it reusable.
+streams). HTTP/1.1: each connection is one CONNECT stream, kept idle per endpoint for reuse, and
+counted against the cluster's `max_connections`; a request that finds neither an idle connection
+nor room for a new one waits as a pending request (`max_pending_requests`, beyond which it is an
+overflow, 503 UO), as Envoy's HTTP/1.1 connection pool does. HTTP/2 (gRPC, and HTTP/2
+downstreams): a new CONNECT stream per request carrying one HTTP/2 connection with one stream
+(upstream_h2.py); its concurrency is bounded by `max_requests` alone (the caller's breaker).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import h11
 
 from mesh.hbone import HboneClient, HboneError, Pool, PoolKey, format_authority
 
-from ..config import Endpoint
 from ..identity import WaypointIdentity
+from ..l7.upstreams import ClusterState, Endpoint, Resource
 from .byte_stream import ByteStream, HboneBytes, StreamClosed, TcpBytes
 from .messages import HOP_BY_HOP, HttpRequest
+from .upstream_h2 import exchange_h2
+from .upstream_response import ConnectFailure, Overflow, RequestHead, UpstreamReset, UpstreamResponse
 
 log = logging.getLogger("waypoint.upstream")
 MAX_IDLE_PER_ENDPOINT = 64
-CONNECT_TIMEOUT = 5.0
+HBONE_HANDSHAKE_TIMEOUT = 5.0  # the caller's connect_timeout bounds it further
+MAX_PENDING_WAKEUPS = 10_000  # a pending request gives up after this many wake-ups without a connection
+EndpointKey = tuple[str, int]
 
 
-class ConnectFailure(Exception):
-    """No connection to the endpoint (refused, TLS or identity failure, timeout): flag UF."""
+class Connector:
+    """Byte streams to endpoints over their tunnel."""
 
+    def __init__(self, identity: WaypointIdentity, hbone_port: int) -> None:
+        self._identity = identity
+        self._hbone_port = hbone_port
+        self.hbone = Pool(self._connect_hbone)
 
-class UpstreamReset(Exception):
-    """The connection broke before a response arrived: flag UC / UR."""
+    async def _connect_hbone(self, key: PoolKey) -> HboneClient:
+        context = await self._identity.client_context()
+        return await HboneClient.connect(
+            key.destination, context, expected_identities=key.destination_identities, timeout=HBONE_HANDSHAKE_TIMEOUT
+        )
 
+    async def open(self, endpoint: Endpoint, timeout: float) -> ByteStream:
+        """A byte stream to the endpoint; ConnectFailure when it cannot be had within `timeout`."""
+        try:
+            if endpoint.tunnel == "hbone":
+                identities = frozenset({endpoint.identity}) if endpoint.identity else frozenset()
+                key = PoolKey(str(self._identity.identity), identities, (endpoint.address, self._hbone_port))
+                stream = await asyncio.wait_for(
+                    self.hbone.open(key, format_authority(endpoint.address, endpoint.port)), timeout
+                )
+                return HboneBytes(stream)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(endpoint.address, endpoint.port), timeout)
+            return TcpBytes(reader, writer)
+        except (HboneError, OSError, TimeoutError) as e:
+            raise ConnectFailure(f"{endpoint.address}:{endpoint.port}: {e}") from None
 
-@dataclass
-class UpstreamResponse:
-    """Status and headers of an upstream answer; `body` streams the rest (consume or `discard`)."""
-
-    status: int
-    headers: list[tuple[str, str]]
-    body: AsyncIterator[bytes]
-    length: int | None
+    def close(self) -> None:
+        self.hbone.close()
 
 
 class _H1:
-    """One HTTP/1.1 client connection over a byte stream."""
+    """One HTTP/1.1 client connection over a byte stream, holding a `max_connections` unit."""
 
-    __slots__ = ("conn", "key", "stream")
+    __slots__ = ("conn", "key", "state", "stream")
 
-    def __init__(self, key: tuple[str, int, str], stream: ByteStream) -> None:
+    def __init__(self, key: EndpointKey, stream: ByteStream, state: ClusterState) -> None:
         self.key = key
         self.stream = stream
+        self.state = state
         self.conn = h11.Connection(h11.CLIENT)
 
     async def next_event(self) -> object:
-        while True:
+        while True:  # ends: each read brings data or b"" (h11 then yields ConnectionClosed)
             event = self.conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
             self.conn.receive_data(await self.stream.read())
 
 
+class _ClusterPool:
+    """A cluster's idle HTTP/1.1 connections by endpoint and its pending requests."""
+
+    def __init__(self) -> None:
+        self.idle: dict[EndpointKey, list[_H1]] = {}
+        self.waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def wake_one(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close_idle_elsewhere(self, key: EndpointKey) -> bool:
+        """Close an idle connection to another endpoint so its unit can serve this one."""
+        for other, conns in self.idle.items():
+            if other != key and conns:
+                h1 = conns.pop()
+                h1.stream.close()
+                h1.state.breakers.release(Resource.CONNECTIONS)
+                return True
+        return False
+
+
 class Upstreams:
-    """Connections to endpoints (see the module docstring). One per process."""
+    """Requests to endpoints (see the module docstring). One per process."""
 
     def __init__(self, identity: WaypointIdentity, hbone_port: int) -> None:
-        self._identity = identity
-        self._hbone_port = hbone_port
-        self.hbone = Pool(self._connect_hbone)
-        self._idle: dict[tuple[str, int, str], list[_H1]] = {}
-
-    async def _connect_hbone(self, key: PoolKey) -> HboneClient:
-        context = await self._identity.client_context()
-        return await HboneClient.connect(
-            key.destination, context, expected_identities=key.destination_identities, timeout=CONNECT_TIMEOUT
-        )
-
-    async def open(self, endpoint: Endpoint) -> ByteStream:
-        """A byte stream to the endpoint over its tunnel; ConnectFailure when it cannot be had."""
-        try:
-            if endpoint.tunnel == "hbone":
-                identities = frozenset({endpoint.identity}) if endpoint.identity else frozenset()
-                key = PoolKey(str(self._identity.identity), identities, (endpoint.ip, self._hbone_port))
-                stream = await asyncio.wait_for(
-                    self.hbone.open(key, format_authority(endpoint.ip, endpoint.port)), CONNECT_TIMEOUT
-                )
-                return HboneBytes(stream)
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(endpoint.ip, endpoint.port), CONNECT_TIMEOUT
-            )
-            return TcpBytes(reader, writer)
-        except (HboneError, OSError, TimeoutError) as e:
-            raise ConnectFailure(f"{endpoint.address}: {e}") from None
-
-    async def _connection(self, endpoint: Endpoint) -> tuple[_H1, bool]:
-        key = (endpoint.ip, endpoint.port, endpoint.tunnel)
-        idle = self._idle.get(key)
-        if idle:
-            return idle.pop(), True
-        return _H1(key, await self.open(endpoint)), False
-
-    def _release(self, h1: _H1) -> None:
-        if h1.conn.our_state is h11.DONE and h1.conn.their_state is h11.DONE:
-            h1.conn.start_next_cycle()
-            idle = self._idle.setdefault(h1.key, [])
-            if len(idle) < MAX_IDLE_PER_ENDPOINT:
-                idle.append(h1)
-                return
-        h1.stream.close()
+        self.connector = Connector(identity, hbone_port)
+        self._pools: dict[str, _ClusterPool] = {}
 
     async def request(
-        self, endpoint: Endpoint, request: HttpRequest, headers: list[tuple[str, str]]
+        self, state: ClusterState, endpoint: Endpoint, request: HttpRequest, head: RequestHead, http2: bool
     ) -> UpstreamResponse:
-        """Send `request` (with `headers`, already modified) and wait for the response head.
-        A reused keep-alive connection that turns out closed is replaced once."""
-        for _attempt in range(2):
-            h1, reused = await self._connection(endpoint)
+        """Send the request and wait for the response head; ConnectFailure, UpstreamReset or
+        Overflow when there is none."""
+        if http2:
+            stream = await self.connector.open(endpoint, state.connect_timeout)
+            return await exchange_h2(stream, request, head.path, head.authority, head.headers)
+        for _attempt in range(2):  # a reused keep-alive connection that turns out closed is replaced once
+            h1, reused = await self._h1(state, endpoint)
             try:
-                return await self._exchange(h1, request, headers)
+                return await self._exchange(h1, request, head)
             except (StreamClosed, h11.ProtocolError) as e:
-                h1.stream.close()
+                self._discard(h1)
                 if not reused:
-                    raise UpstreamReset(f"{endpoint.address}: {e}") from None
-        raise UpstreamReset(f"{endpoint.address}: connection closed")
+                    raise UpstreamReset(f"{endpoint.address}:{endpoint.port}: {e}") from None
+            except BaseException:
+                self._discard(h1)
+                raise
+        raise UpstreamReset(f"{endpoint.address}:{endpoint.port}: connection closed")
 
-    async def _exchange(self, h1: _H1, request: HttpRequest, headers: list[tuple[str, str]]) -> UpstreamResponse:
-        out = [("host", request.authority)]
-        out += [(k, v) for k, v in headers if k not in HOP_BY_HOP and k != "content-length"]
+    # --- the HTTP/1.1 connection pool ------------------------------------------------------------
+
+    async def _h1(self, state: ClusterState, endpoint: Endpoint) -> tuple[_H1, bool]:
+        pool = self._pools.setdefault(state.name, _ClusterPool())
+        pending = False
+        try:
+            for _ in range(MAX_PENDING_WAKEUPS):
+                idle = pool.idle.get(endpoint.key)
+                if idle:
+                    return idle.pop(), True
+                if state.breakers.try_acquire(Resource.CONNECTIONS):
+                    try:
+                        stream = await self.connector.open(endpoint, state.connect_timeout)
+                    except BaseException:
+                        state.breakers.release(Resource.CONNECTIONS)
+                        pool.wake_one()
+                        raise
+                    return _H1(endpoint.key, stream, state), False
+                if pool.close_idle_elsewhere(endpoint.key):
+                    continue
+                if not pending:
+                    if not state.breakers.try_acquire(Resource.PENDING_REQUESTS):
+                        raise Overflow("max_pending_requests")
+                    pending = True
+                waiter = asyncio.get_running_loop().create_future()
+                pool.waiters.append(waiter)
+                await waiter  # the caller's timeout bounds the wait
+            raise Overflow("no connection became free")
+        finally:
+            if pending:
+                state.breakers.release(Resource.PENDING_REQUESTS)
+
+    def _release(self, h1: _H1) -> None:
+        pool = self._pools.setdefault(h1.state.name, _ClusterPool())
+        if h1.conn.our_state is h11.DONE and h1.conn.their_state is h11.DONE:
+            h1.conn.start_next_cycle()
+            idle = pool.idle.setdefault(h1.key, [])
+            if len(idle) < MAX_IDLE_PER_ENDPOINT:
+                idle.append(h1)
+                pool.wake_one()
+                return
+        self._discard(h1)
+
+    def _discard(self, h1: _H1) -> None:
+        h1.stream.close()
+        h1.state.breakers.release(Resource.CONNECTIONS)
+        self._pools.setdefault(h1.state.name, _ClusterPool()).wake_one()
+
+    async def _exchange(self, h1: _H1, request: HttpRequest, head: RequestHead) -> UpstreamResponse:
+        out = [("host", head.authority)]
+        out += [(k, v) for k, v in head.headers if k not in HOP_BY_HOP and k != "content-length"]
         if request.body or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             out.append(("content-length", str(len(request.body))))
-        data = h1.conn.send(h11.Request(method=request.method, target=request.target, headers=out))
+        data = h1.conn.send(h11.Request(method=request.method, target=head.path, headers=out))
         if request.body:
             data += h1.conn.send(h11.Data(data=request.body))
         data += h1.conn.send(h11.EndOfMessage())
         await h1.stream.write(data)
-        while True:
+        for _ in range(100):  # 1xx answers are skipped; more than 100 of them is not HTTP
             event = await h1.next_event()
             if isinstance(event, h11.Response):
                 break
             if isinstance(event, h11.ConnectionClosed):
                 raise StreamClosed("closed before a response")
-            # an InformationalResponse (1xx) is skipped
+        else:
+            raise StreamClosed("too many informational responses")
         response_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
         length = next((int(v) for k, v in response_headers if k == "content-length" and v.isdigit()), None)
         kept = [(k, v) for k, v in response_headers if k not in HOP_BY_HOP and k != "content-length"]
         if request.method == "HEAD" or event.status_code in (204, 304):
             length = None
-        return UpstreamResponse(event.status_code, kept, self._body(h1), length)
+        response = UpstreamResponse(event.status_code, kept, None, length)  # type: ignore[arg-type]
+        response.body = self._body(h1)
+        return response
 
-    async def _body(self, h1: _H1) -> AsyncIterator[bytes]:
+    async def _body(self, h1: _H1):
         finished = False
         try:
-            while True:
+            while True:  # ends with EndOfMessage, or an error when the connection closes
                 event = await h1.next_event()
                 if isinstance(event, h11.Data):
                     yield bytes(event.data)
@@ -167,20 +232,14 @@ class Upstreams:
             if finished:
                 self._release(h1)
             else:
-                h1.stream.close()
+                self._discard(h1)
 
     def close(self) -> None:
         """Close every idle connection and the HBONE pool."""
-        for idle in self._idle.values():
-            for h1 in idle:
-                h1.stream.close()
-        self._idle.clear()
-        self.hbone.close()
-
-
-async def discard(body: AsyncIterator[bytes]) -> int:
-    """Read and drop a response body (mirrors, retried attempts); its size."""
-    size = 0
-    async for chunk in body:
-        size += len(chunk)
-    return size
+        for pool in self._pools.values():
+            for conns in pool.idle.values():
+                for h1 in conns:
+                    with contextlib.suppress(Exception):
+                        h1.stream.close()
+            pool.idle.clear()
+        self.connector.close()

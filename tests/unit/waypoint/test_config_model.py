@@ -18,6 +18,7 @@ from dataplane.waypoint.config import (
     ROUTE_TYPE,
     ConfigStore,
 )
+from dataplane.waypoint.l7.upstreams import endpoints_from_assignment
 
 
 def pack(msg) -> any_pb2.Any:
@@ -75,12 +76,28 @@ def test_listener_to_chains_and_subscriptions() -> None:
     cla = endpoint_pb2.ClusterLoadAssignment(cluster_name="c1")
     cla.endpoints.add().lb_endpoints.append(lb)
     store.apply(ENDPOINT_TYPE, {"c1": pack(cla)}, set())
-    (endpoint,) = store.cluster_endpoints("c1")
-    assert (endpoint.address, endpoint.tunnel, endpoint.identity) == (
-        "10.1.0.5:8080",
+    (endpoint,) = endpoints_from_assignment(store.assignment("c1"))
+    assert (endpoint.address, endpoint.port, endpoint.tunnel, endpoint.identity) == (
+        "10.1.0.5",
+        8080,
         "hbone",
         "spiffe://cluster.local/ns/ns/sa/a",
     )
+
+
+def test_what_the_l7_engine_refuses_is_nacked() -> None:
+    store = ConfigStore()
+    maglev = cluster_pb2.Cluster(name="c1", type=cluster_pb2.Cluster.EDS, lb_policy=cluster_pb2.Cluster.MAGLEV)
+    (rejection,) = store.apply(CLUSTER_TYPE, {"c1": pack(maglev)}, set())
+    assert rejection.startswith("c1: ") and "MAGLEV" in rejection
+    assert store.cluster("c1") is None
+
+    vhost = route_components_pb2.VirtualHost(name="a", domains=["*"])
+    vhost.routes.add(match=route_components_pb2.RouteMatch(prefix="/")).non_forwarding_action.SetInParent()
+    rc = route_pb2.RouteConfiguration(name="r", virtual_hosts=[vhost])
+    (rejection,) = store.apply(ROUTE_TYPE, {"r": pack(rc)}, set())
+    assert rejection.startswith("r: ") and "not supported" in rejection
+    assert store.route_table("r") is None
 
 
 def test_refused_listener_is_named_and_the_old_one_kept() -> None:

@@ -39,7 +39,7 @@ def test_contract_environment_resolves(env: Path) -> None:
         15021,
     )
     assert config.listen_address == "0.0.0.0" and config.hbone_upstream_port == 15008
-    assert config.token() == "tok" and not config.impersonate
+    assert config.token() == "tok"
 
 
 def test_flags_override_environment(env: Path) -> None:

@@ -354,6 +354,9 @@ def test_clusters_take_load_balancing_circuit_breakers_and_outlier_detection() -
     assert outlier.consecutive_5xx.value == 3 and outlier.interval.seconds == 10
     assert outlier.base_ejection_time.seconds == 30 and outlier.max_ejection_percent.value == 50
     assert clusters[f"inbound-vip|9080|v2|{REVIEWS}"].lb_policy == cluster_pb2.Cluster.RANDOM
+    # Istio's 0 %: an ejected endpoint stays out even when it was the last one.
+    assert main.common_lb_config.HasField("healthy_panic_threshold")
+    assert main.common_lb_config.healthy_panic_threshold.value == 0
 
 
 def test_endpoints_carry_their_tunnel_and_identity() -> None:
@@ -364,8 +367,18 @@ def test_endpoints_carry_their_tunnel_and_identity() -> None:
         for lb in cla.endpoints[0].lb_endpoints
     }
     assert found == {
-        "198.18.1.1": {"tunnel": "hbone", "identity": "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"},
-        "198.18.1.2": {"tunnel": "plaintext", "identity": "spiffe://cluster.local/ns/default/sa/default"},
+        "198.18.1.1": {
+            "tunnel": "hbone",
+            "identity": "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+            "workload": "reviews-1",
+            "namespace": "default",
+        },
+        "198.18.1.2": {
+            "tunnel": "plaintext",
+            "identity": "spiffe://cluster.local/ns/default/sa/default",
+            "workload": "reviews-2",
+            "namespace": "default",
+        },
     }
     v1 = translator.resources(ENDPOINT)[f"inbound-vip|9080|v1|{REVIEWS}"]
     assert [lb.endpoint.address.socket_address.address for lb in v1.endpoints[0].lb_endpoints] == ["198.18.1.1"]

@@ -46,6 +46,9 @@ class Endpoint:
     # "plaintext"; and the SPIFFE identity it must present.
     tunnel: str = field(default="plaintext", compare=False, hash=False)
     identity: str = field(default="", compare=False, hash=False)
+    # The pod behind it (empty for a ServiceEntry address): the waypoint's destination_workload.
+    workload: str = field(default="", compare=False, hash=False)
+    namespace: str = field(default="", compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -124,10 +127,13 @@ def _pod_endpoints(pods: list[Json], ports: tuple[TargetPort, ...], not_ready: b
         if ip is None:
             continue
         tunnel, identity = pod_tunnel(pod), pod_identity(pod)
+        namespace = meta(pod).get("namespace", "")
         for port in ports:
             number = _pod_port(pod, port)
             if number:
-                out[port.number].append(Endpoint(ip, number, labels_of(pod), tunnel, identity))
+                out[port.number].append(
+                    Endpoint(ip, number, labels_of(pod), tunnel, identity, meta(pod).get("name", ""), namespace)
+                )
     return out
 
 

@@ -12,7 +12,11 @@ HTTP proxy applies (Istio: networking/core/cluster_traffic_policy.go), in Envoy'
   `consecutive_5xx`, `interval`, `baseEjectionTime`, `maxEjectionPercent`.
 
 Endpoints carry `metadata.filter_metadata["istio"] = {"tunnel", "identity"}`: how the waypoint
-reaches each one (HBONE to a captured pod, else plain TCP) and whom it must find there.
+reaches each one (HBONE to a captured pod, else plain TCP) and whom it must find there; a pod's
+also `"workload"` (the pod's name) and `"namespace"`, the waypoint's destination labels.
+
+`common_lb_config.healthy_panic_threshold` is 0, as Istio sets it: an ejected endpoint is never
+used again just because too few are left (Envoy's default of 50 % would bring it back).
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ def waypoint_cluster(host: str, port: int, policy: Json, subset: str = "") -> cl
     out.connect_timeout.CopyFrom(duration(timeout) if timeout else CONNECT_TIMEOUT)
     if policy.get("outlierDetection"):
         out.outlier_detection.CopyFrom(_outlier(policy["outlierDetection"]))
+    out.common_lb_config.healthy_panic_threshold.SetInParent()  # 0 %: panic mode off
     return out
 
 
@@ -100,6 +105,9 @@ def waypoint_load_assignment(name: str, endpoints: tuple[Endpoint, ...]) -> endp
     for locality in out.endpoints:
         for lb, endpoint in zip(locality.lb_endpoints, endpoints, strict=True):
             istio = struct_pb2.Struct()
-            istio.update({"tunnel": endpoint.tunnel, "identity": endpoint.identity})
+            fields = {"tunnel": endpoint.tunnel, "identity": endpoint.identity}
+            if endpoint.workload:
+                fields |= {"workload": endpoint.workload, "namespace": endpoint.namespace}
+            istio.update(fields)
             lb.metadata.filter_metadata[ISTIO_METADATA].CopyFrom(istio)
     return out
