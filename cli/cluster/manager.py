@@ -21,7 +21,7 @@ import httpx
 from mesh import netns
 
 from .. import kubeconfig
-from . import network, topology
+from . import network, registration, topology
 from .processes import BIN, Process, available, start, stop
 
 Progress = Callable[[str], None]
@@ -94,8 +94,11 @@ def up(state_dir: Path, count: int, progress: Progress) -> ClusterState:
     return state
 
 
-REQUIRED = {"/usr/lib/cni/bridge": "containernetworking-plugins", "/usr/sbin/iptables": "iptables",
-            "/usr/bin/nsenter": "util-linux"}
+REQUIRED = {
+    "/usr/lib/cni/bridge": "containernetworking-plugins",
+    "/usr/sbin/iptables": "iptables",
+    "/usr/bin/nsenter": "util-linux",
+}
 
 
 def _ensure_packages(progress: Progress) -> None:
@@ -192,41 +195,20 @@ def _node_processes(state_dir: Path, state: ClusterState, node: topology.NodePla
 def _register(state_dir: Path, node: topology.NodePlan, client: httpx.Client, progress: Progress) -> None:
     """The Node object, its token (kept 0600) and node.json, made once."""
     ndir = node_dir(state_dir, node)
-    (ndir / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
-    ndir.chmod(0o700)
-    token_file = ndir / "token"
-    if not token_file.exists() or client.get(f"/api/v1/nodes/{node.name}").status_code == 404:
-        progress(f"{node.name}: registering the Node and its token")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {"name": node.name},
-            "spec": {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]},
-        }
-        response = client.post("/api/v1/nodes", json=body)
-        if response.status_code == 409:
-            response = client.post(f"/api/v1/nodes/{node.name}/token")
-            token = response.json()["status"]["token"]
-        elif response.status_code == 201:
-            token = response.json()["metadata"]["annotations"]["mesh.istio.io/node-token"]
-        else:
-            raise network.ClusterError(f"registering {node.name}: {response.status_code} {response.text[:200]}")
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-    info = {
-        "name": node.name,
-        "ip": node.ip,
-        "pod_cidr": node.pod_cidr,
-        "istiod": ISTIOD,
-        "istiod_ca_file": str(state_dir / "istiod-ca.pem"),
-        "ca": f"{topology.ROOT_IP}:15012",
-        "xds": f"{topology.ROOT_IP}:15010",
-        "xds_mtls": f"{topology.ROOT_IP}:15013",
-        "root_cert": str(state_dir / "root-cert.pem"),
-    }
-    (ndir / "node.json").write_text(json.dumps(info, indent=2) + "\n")
-    (ndir / "cni" / "net.d" / "10-mesh.conflist").write_text(json.dumps(topology.conflist(node, str(ndir)), indent=2))
+    registration.prepare_node_dir(ndir)
+    registration.register(client, node.name, node.pod_cidr, ndir / "token", progress)
+    info = registration.node_info(
+        name=node.name,
+        ip=node.ip,
+        pod_cidr=node.pod_cidr,
+        istiod=ISTIOD,
+        istiod_ca_file=str(state_dir / "istiod-ca.pem"),
+        ca=f"{topology.ROOT_IP}:15012",
+        xds=f"{topology.ROOT_IP}:15010",
+        xds_mtls=f"{topology.ROOT_IP}:15013",
+        root_cert=str(state_dir / "root-cert.pem"),
+    )
+    registration.write_node_files(ndir, info, topology.conflist(node, str(ndir)))
 
 
 def down(state_dir: Path, progress: Progress) -> list[str]:

@@ -104,6 +104,12 @@ def network_commands(count: int) -> list[list[str]]:
 
 def conflist(node: NodePlan, node_dir: str) -> dict:
     """The node's CNI chain (docs/cluster.md): bridge + host-local, then istio-cni."""
+    return pod_conflist(node.pod_cidr, node.pod_gateway, node_dir)
+
+
+def pod_conflist(pod_cidr: str, pod_gateway: str, node_dir: str) -> dict:
+    """The CNI chain of a node whose pods take `pod_cidr` behind `pod_gateway` (any node: the
+    local cluster's, or a container's, docs/compose.md)."""
     return {
         "cniVersion": "1.0.0",
         "name": "mesh",
@@ -116,9 +122,9 @@ def conflist(node: NodePlan, node_dir: str) -> dict:
                 "ipam": {
                     "type": "host-local",
                     "dataDir": f"{node_dir}/cni/ipam",
-                    "ranges": [[{"subnet": node.pod_cidr, "gateway": node.pod_gateway}]],
+                    "ranges": [[{"subnet": pod_cidr, "gateway": pod_gateway}]],
                     # An explicit gateway on the route keeps bridge's CHECK happy (plugins 1.1.1).
-                    "routes": [{"dst": CLUSTER_RANGE, "gw": node.pod_gateway}],
+                    "routes": [{"dst": CLUSTER_RANGE, "gw": pod_gateway}],
                 },
             },
             {
