@@ -275,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     from . import waypoint
 
     waypoint.add_parser(sub, _cmd_waypoint)
+    from . import analyze, authz_check, describe
+
+    analyze.add_parser(sub, _cmd_analyze)
+    describe.add_parser(xsub, _cmd_describe)
+    authz_check.add_parser(xsub, _cmd_authz_check)
     return parser
 
 
@@ -282,6 +287,24 @@ def _cmd_waypoint(args: argparse.Namespace) -> int:
     from . import waypoint
 
     return waypoint.run(args, _client)
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from . import analyze
+
+    return analyze.run(args, _client)
+
+
+def _cmd_describe(args: argparse.Namespace) -> int:
+    from . import describe
+
+    return describe.run(args, _client, _state_dir(args.state_dir))
+
+
+def _cmd_authz_check(args: argparse.Namespace) -> int:
+    from . import authz_check
+
+    return authz_check.run(args, _client)
 
 
 def _ztunnel_config_choices() -> list[str]:
