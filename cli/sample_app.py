@@ -6,7 +6,8 @@ Python 3).
   "ip:port", "server": "ip:port", "method", "path", "name": --name, "headers": {...}}`, so a test
   sees which address and which version the request reached (ztunnel keeps the client's IP).
   Special paths for the L7 tests: `/status/{code}` answers that code; `/flaky` answers 503 every
-  other request (counted per process); `/delay/{ms}` answers after that long;
+  other request (counted per process); `/delay/{ms}` answers after that long; `/bytes/{n}`
+  answers n bytes;
 - TCP echo on `--echo`: echoes every byte until the client half-closes, then half-closes too;
 - TCP sink on `--sink`: reads until the client half-closes, then answers the byte count (benchmarks).
 
@@ -43,6 +44,11 @@ async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                 status = 503 if _state["flaky"] % 2 else 200
             elif path.startswith("/delay/"):
                 await asyncio.sleep(int(path.split("/")[2]) / 1000)
+            elif path.startswith("/bytes/"):  # a body of exactly that many bytes (benchmarks)
+                size = int(path.split("/")[2])
+                writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n".encode() + b"b" * size)
+                await writer.drain()
+                continue
             client, server = writer.get_extra_info("peername"), writer.get_extra_info("sockname")
             body = json.dumps(
                 {

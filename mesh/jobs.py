@@ -7,3 +7,4 @@ import the worker's code.
 QUEUE = "mesh"
 WRITE_CONDITIONS = "mesh.write_conditions"  # args: [items]; item = {kind, namespace, name, conditions}
 RECONCILE_WAYPOINT = "mesh.waypoint.reconcile"  # args: [namespace, name] of a Gateway (docs/waypoint.md)
+GATEWAY_RECONCILE = "mesh.gateway.reconcile"  # args: [namespace, name] of an ingress Gateway (docs/ingress.md)

@@ -6,12 +6,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .core import CORE_KINDS
-from .gateway import GATEWAY_KINDS
+from .gateway import GATEWAY_KINDS, GRANT_KINDS
 from .kind import ResourceKind
 from .networking import NETWORKING_KINDS
 from .security import SECURITY_KINDS
 
-ALL_KINDS: tuple[ResourceKind, ...] = CORE_KINDS + SECURITY_KINDS + NETWORKING_KINDS + GATEWAY_KINDS
+ALL_KINDS: tuple[ResourceKind, ...] = CORE_KINDS + SECURITY_KINDS + NETWORKING_KINDS + GATEWAY_KINDS + GRANT_KINDS
 
 
 @dataclass

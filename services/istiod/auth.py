@@ -19,6 +19,9 @@ from . import errors
 
 ADMIN, READER, NODE_ROLE = "admin", "reader", "node"
 READ_VERBS = frozenset({"get", "list", "watch"})
+# Kinds only admins may read: Kubernetes' view/reader roles and the node authorizer do not grant
+# secrets either (a node may read only what its pods mount, and no pod here mounts a Secret).
+ADMIN_ONLY_KINDS = frozenset({"secrets"})
 
 
 @dataclass(frozen=True)
@@ -85,8 +88,10 @@ class Authenticator:
         raise errors.unauthorized()
 
 
-def may(principal: Principal, verb: str) -> bool:
-    """Admins may do everything; readers and nodes read."""
+def may(principal: Principal, verb: str, kind_key: str = "") -> bool:
+    """Admins may do everything; readers and nodes read, except the admin-only kinds (Secrets)."""
     if principal.role == ADMIN:
         return True
+    if kind_key in ADMIN_ONLY_KINDS:
+        return False
     return principal.role in (READER, NODE_ROLE) and verb in READ_VERBS

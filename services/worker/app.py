@@ -8,10 +8,10 @@ from typing import Any
 
 from celery import Celery
 
-from mesh.jobs import QUEUE, RECONCILE_WAYPOINT, WRITE_CONDITIONS
+from mesh.jobs import GATEWAY_RECONCILE, QUEUE, RECONCILE_WAYPOINT, WRITE_CONDITIONS
 from mesh.kubeclient import Connection, KubeClient
 
-from . import jobs, waypoint_reconciler
+from . import ingress_reconciler, jobs, waypoint_reconciler
 from .settings import WorkerSettings
 
 
@@ -55,6 +55,16 @@ def make_celery(settings: WorkerSettings) -> Celery:
         async def run() -> dict[str, Any]:
             async with KubeClient(connection(settings)) as kube:
                 return await waypoint_reconciler.reconcile(kube, namespace, name)
+
+        return asyncio.run(run())
+
+    @app.task(
+        name=GATEWAY_RECONCILE, autoretry_for=(Exception,), retry_backoff=True, retry_backoff_max=30, max_retries=8
+    )
+    def reconcile_gateway(namespace: str, name: str) -> dict[str, Any]:
+        async def run() -> dict[str, Any]:
+            async with KubeClient(connection(settings)) as kube:
+                return await ingress_reconciler.reconcile(kube, namespace, name)
 
         return asyncio.run(run())
 

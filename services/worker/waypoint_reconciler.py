@@ -8,78 +8,22 @@ a fresh read (a bounded number of times; then the job fails and Celery retries i
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from mesh.kubeclient import GATEWAYS, NODES, PODS, SERVICES, ApiStatusError, KubeClient, Resource
+from mesh.kubeclient import GATEWAYS, NODES, PODS, SERVICES, KubeClient
 
 from . import waypoints as wp
-from .conditions import merge_conditions, needs_write, now_rfc3339
-
-log = logging.getLogger("mesh-worker")
+from .kube_ops import apply_plan as _apply
+from .kube_ops import get_or_none as _get_or_none
+from .kube_ops import list_objects as _list
+from .kube_ops import retry_on_conflict, write_gateway_status
 
 Json = dict[str, Any]
 ATTEMPTS = 5
 
 
-async def _get_or_none(kube: KubeClient, res: Resource, name: str, namespace: str) -> Json | None:
-    try:
-        return await kube.get(res, name, namespace)
-    except ApiStatusError as e:
-        if e.code == 404:
-            return None
-        raise
-
-
-async def _list(kube: KubeClient, res: Resource, namespace: str | None, selector: str = "") -> list[Json]:
-    try:
-        items, _ = await kube.list(res, namespace, label_selector=selector)
-    except ApiStatusError as e:
-        if e.code == 404:  # the namespace is gone
-            return []
-        raise
-    return items
-
-
-async def _delete(kube: KubeClient, res: Resource, name: str, namespace: str) -> None:
-    try:
-        await kube.delete(res, name, namespace)
-    except ApiStatusError as e:
-        if e.code != 404:
-            raise
-
-
-async def _apply(kube: KubeClient, namespace: str, name: str, plan: wp.Plan) -> None:
-    """Make the plan's writes in order; a 409 propagates so the caller starts over."""
-    for pod in plan.delete_pods:
-        await _delete(kube, PODS, pod, namespace)
-    if plan.delete_service:
-        await _delete(kube, SERVICES, name, namespace)
-    if plan.create_service is not None:
-        await kube.create(SERVICES, plan.create_service, namespace)
-    if plan.patch_service is not None:
-        await kube.patch(SERVICES, name, plan.patch_service, namespace)
-    for pod_name, patch in [*plan.patch_pod_labels.items(), *plan.bind_pods.items()]:
-        await kube.patch(PODS, pod_name, patch, namespace)
-    for pod in plan.create_pods:
-        await kube.create(PODS, pod, namespace)
-
-
 async def _write_status(kube: KubeClient, gateway: Json, addresses: list[Json] | None, conditions: list[Json]) -> bool:
-    """Write status.addresses and our conditions when they differ from what is stored."""
-    meta = gateway["metadata"]
-    status = gateway.get("status") or {}
-    merged = merge_conditions(
-        status.get("conditions"), conditions, wp.OWNED_CONDITIONS, meta.get("generation"), now_rfc3339()
-    )
-    if not needs_write(status.get("conditions"), merged) and (status.get("addresses") or None) == addresses:
-        return False
-    patch = {
-        "metadata": {"resourceVersion": meta["resourceVersion"]},
-        "status": {"conditions": merged, "addresses": addresses},
-    }
-    await kube.patch(GATEWAYS, meta["name"], patch, meta["namespace"], status=True)
-    return True
+    return await write_gateway_status(kube, gateway, addresses, conditions, wp.OWNED_CONDITIONS)
 
 
 async def _reconcile_once(kube: KubeClient, namespace: str, name: str) -> dict[str, Any]:
@@ -116,14 +60,6 @@ async def _reconcile_once(kube: KubeClient, namespace: str, name: str) -> dict[s
 
 async def reconcile(kube: KubeClient, namespace: str, name: str) -> dict[str, Any]:
     """Bring Gateway namespace/name's waypoint to its desired state; returns what was done."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            outcome = await _reconcile_once(kube, namespace, name)
-        except ApiStatusError as e:
-            if e.code != 409 or attempt == ATTEMPTS:
-                raise
-            log.info("waypoint %s/%s: %s; reading again (attempt %d)", namespace, name, e, attempt)
-            continue
-        log.info("waypoint %s/%s reconciled: %s", namespace, name, outcome)
-        return outcome
-    raise AssertionError("unreachable")
+    return await retry_on_conflict(
+        lambda: _reconcile_once(kube, namespace, name), f"waypoint {namespace}/{name}", ATTEMPTS
+    )

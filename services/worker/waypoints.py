@@ -1,5 +1,6 @@
 """What a waypoint Gateway should turn into (pure): its Service, its pods and their nodes, what to
-delete, and the Gateway's status. The API calls are in waypoint_reconciler.py.
+delete, and the Gateway's status. The API calls are in waypoint_reconciler.py; what it shares with
+the ingress job (placement, the plan, ownership) is in deployment.py.
 
 The shapes follow docs/waypoint.md, "Deployment (contract)". Objects are plain JSON dicts, as
 they come from and go to istiod's API.
@@ -8,17 +9,20 @@ they come from and go to istiod's API.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-Json = dict[str, Any]
+from . import deployment as dp
+from .deployment import (
+    DATAPLANE_MODE_LABEL,
+    GATEWAY_NAME_LABEL,
+    MANAGED_LABEL,  # noqa: F401  (re-exported: the reconciler and tests name it through this module)
+    Json,
+    Plan,
+    owner_reference,
+)
 
-GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 WAYPOINT_CLASS = "istio-waypoint"
-GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
-MANAGED_LABEL = "gateway.istio.io/managed"
 MANAGED_VALUE = "istio.io-mesh-controller"
-DATAPLANE_MODE_LABEL = "istio.io/dataplane-mode"
 REPLICAS_ANNOTATION = "mesh.istio.io/replicas"
 SERVICE_ACCOUNT_ANNOTATION = "gateway.istio.io/service-account"
 DEFAULT_SERVICE_ACCOUNT = "waypoint"  # Istio's name
@@ -30,13 +34,7 @@ OWNED_CONDITIONS = {"Accepted", "Programmed"}
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
-
-def _meta(obj: Json) -> Json:
-    return obj.get("metadata") or {}
-
-
-def _labels(obj: Json) -> dict[str, str]:
-    return _meta(obj).get("labels") or {}
+_meta = dp.meta_of
 
 
 def is_waypoint(gateway: Json | None) -> bool:
@@ -46,7 +44,7 @@ def is_waypoint(gateway: Json | None) -> bool:
 
 def pod_selector(name: str) -> str:
     """The label selector of the pods (and Service) made for Gateway `name`."""
-    return f"{GATEWAY_NAME_LABEL}={name},{MANAGED_LABEL}={MANAGED_VALUE}"
+    return dp.pod_selector(name, MANAGED_VALUE)
 
 
 # --- validation ----------------------------------------------------------------------------------
@@ -97,20 +95,8 @@ def validate(gateway: Json) -> Verdict:
 # --- desired objects -----------------------------------------------------------------------------
 
 
-def owner_reference(gateway: Json) -> Json:
-    meta = _meta(gateway)
-    return {
-        "apiVersion": GATEWAY_API_VERSION,
-        "kind": "Gateway",
-        "name": meta["name"],
-        "uid": meta["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
 def owned_labels(name: str) -> dict[str, str]:
-    return {GATEWAY_NAME_LABEL: name, MANAGED_LABEL: MANAGED_VALUE}
+    return dp.owned_labels(name, MANAGED_VALUE)
 
 
 def desired_service(gateway: Json) -> Json:
@@ -134,10 +120,6 @@ def desired_service(gateway: Json) -> Json:
             ],
         },
     }
-
-
-def pod_names(name: str, replicas: int) -> list[str]:
-    return [f"{name}-{i}" for i in range(replicas)]
 
 
 def desired_pod(gateway: Json, pod_name: str, service_account: str, node: str | None) -> Json:
@@ -176,135 +158,25 @@ def desired_pod(gateway: Json, pod_name: str, service_account: str, node: str | 
     }
 
 
-# --- ownership -----------------------------------------------------------------------------------
-
-
 def owned_by_name(obj: Json, name: str) -> bool:
     """Made by this job for a Gateway called `name` (this one or an earlier one of that name)."""
-    labels = _labels(obj)
-    if labels.get(GATEWAY_NAME_LABEL) != name or labels.get(MANAGED_LABEL) != MANAGED_VALUE:
-        return False
-    return any(
-        ref.get("kind") == "Gateway" and ref.get("name") == name for ref in _meta(obj).get("ownerReferences") or []
+    return dp.owned_by_name(obj, name, MANAGED_VALUE)
+
+
+def workload(gateway: Json, verdict: Verdict) -> dp.Workload:
+    """The waypoint as a deployment.Workload."""
+    return dp.Workload(
+        MANAGED_VALUE,
+        "waypoint",
+        verdict.replicas,
+        desired_service(gateway),
+        lambda pod_name, node: desired_pod(gateway, pod_name, verdict.service_account, node),
     )
-
-
-def owner_uid(obj: Json) -> str | None:
-    for ref in _meta(obj).get("ownerReferences") or []:
-        if ref.get("kind") == "Gateway":
-            return ref.get("uid")
-    return None
-
-
-# --- placement -----------------------------------------------------------------------------------
-
-
-def _ready(node: Json) -> bool:
-    conditions = (node.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-def schedulable_nodes(nodes: list[Json]) -> list[str]:
-    """Nodes a waypoint may go to: Ready and not cordoned."""
-    return sorted(_meta(n)["name"] for n in nodes if not (n.get("spec") or {}).get("unschedulable") and _ready(n))
-
-
-def place(new_pods: list[str], gateway_name: str, nodes: list[str], waypoint_pods: list[Json]) -> dict[str, str | None]:
-    """A node for each new pod: the one with the fewest replicas of this Gateway, then the fewest
-    waypoint pods, ties by name. None when no node is schedulable: the pod is created unbound and
-    istiod's scheduler binds it once it can (docs/istiod.md, Scheduling)."""
-    if not nodes:
-        return {pod: None for pod in new_pods}
-    mine = dict.fromkeys(nodes, 0)
-    total = dict.fromkeys(nodes, 0)
-    for pod in waypoint_pods:
-        node = (pod.get("spec") or {}).get("nodeName")
-        if node in total:
-            total[node] += 1
-            if _labels(pod).get(GATEWAY_NAME_LABEL) == gateway_name:
-                mine[node] += 1
-    out: dict[str, str | None] = {}
-    for pod in new_pods:
-        node = min(nodes, key=lambda n: (mine[n], total[n], n))
-        out[pod] = node
-        mine[node] += 1
-        total[node] += 1
-    return out
-
-
-# --- the plan ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Plan:
-    """The writes that bring the cluster to the desired state, in the order they are made."""
-
-    delete_pods: list[str] = field(default_factory=list)
-    delete_service: bool = False
-    create_service: Json | None = None
-    patch_service: Json | None = None  # a merge patch carrying the resourceVersion it was made from
-    create_pods: list[Json] = field(default_factory=list)
-    patch_pod_labels: dict[str, Json] = field(default_factory=dict)
-    bind_pods: dict[str, Json] = field(default_factory=dict)  # unbound pods given a node (a merge patch)
-    service_conflict: str = ""  # why the Service could not be made (someone else's Service of that name)
-
-    @property
-    def empty(self) -> bool:
-        return not (
-            self.delete_pods
-            or self.delete_service
-            or self.create_service
-            or self.patch_service
-            or self.create_pods
-            or self.patch_pod_labels
-            or self.bind_pods
-        )
 
 
 def plan_cleanup(name: str, pods: list[Json], service: Json | None) -> Plan:
     """Everything made for a Gateway that is gone or no longer a waypoint."""
-    return Plan(
-        delete_pods=sorted(_meta(p)["name"] for p in pods if owned_by_name(p, name)),
-        delete_service=service is not None and owned_by_name(service, name),
-    )
-
-
-def _service_patch(current: Json, wanted: Json) -> Json | None:
-    cur_spec = current.get("spec") or {}
-    want_spec = wanted["spec"]
-
-    def ports(spec: Json) -> list[tuple]:
-        return [(p.get("name"), p.get("port"), p.get("protocol", "TCP"), p.get("appProtocol")) for p in spec["ports"]]
-
-    same = (
-        cur_spec.get("selector") == want_spec["selector"]
-        and ports({"ports": cur_spec.get("ports") or []}) == ports(want_spec)
-        and all(_labels(current).get(k) == v for k, v in _labels(wanted).items())
-        and owner_uid(current) == owner_uid(wanted)
-    )
-    if same:
-        return None
-    return {
-        "metadata": {
-            "resourceVersion": _meta(current)["resourceVersion"],
-            "labels": _labels(wanted),
-            "ownerReferences": _meta(wanted)["ownerReferences"],
-        },
-        "spec": {"selector": want_spec["selector"], "ports": want_spec["ports"]},
-    }
-
-
-def _pod_matches(current: Json, wanted: Json, node_names: set[str]) -> bool:
-    """Whether an existing pod can stay. Pod specs are immutable, so any difference means a new pod."""
-    spec, want = current.get("spec") or {}, wanted["spec"]
-    node = spec.get("nodeName")
-    return (
-        owner_uid(current) == owner_uid(wanted)
-        and spec.get("serviceAccountName") == want["serviceAccountName"]
-        and [c.get("command") for c in spec.get("containers") or []] == [c["command"] for c in want["containers"]]
-        and (current.get("status") or {}).get("phase") != "Failed"
-        and (node is None or node in node_names)  # a pod bound to a Node that is gone is replaced
-    )
+    return dp.plan_cleanup(name, pods, service, MANAGED_VALUE)
 
 
 def plan_waypoint(
@@ -317,74 +189,10 @@ def plan_waypoint(
 ) -> Plan:
     """The writes for an accepted waypoint Gateway (`pods`: those with its labels in its namespace;
     `waypoint_pods`: every waypoint pod, for spreading)."""
-    name = _meta(gateway)["name"]
-    plan = Plan()
-    wanted_service = desired_service(gateway)
-    if service is None:
-        plan.create_service = wanted_service
-    elif not owned_by_name(service, name):
-        plan.service_conflict = (
-            f"Service {_meta(gateway)['namespace']}/{name} exists and was not made for this waypoint; "
-            "delete or rename it so that the waypoint's Service can be created"
-        )
-        return plan
-    else:
-        plan.patch_service = _service_patch(service, wanted_service)
-
-    node_names = {_meta(n)["name"] for n in nodes}
-    wanted_names = pod_names(name, verdict.replicas)
-    by_name = {_meta(p)["name"]: p for p in pods if owned_by_name(p, name)}
-    keep: dict[str, Json] = {}
-    for pod_name, pod in sorted(by_name.items()):
-        template = desired_pod(gateway, pod_name, verdict.service_account, None)
-        if pod_name in wanted_names and _pod_matches(pod, template, node_names):
-            keep[pod_name] = pod
-            if any(_labels(pod).get(k) != v for k, v in _labels(template).items()):
-                plan.patch_pod_labels[pod_name] = {
-                    "metadata": {"resourceVersion": _meta(pod)["resourceVersion"], "labels": _labels(template)}
-                }
-        else:
-            plan.delete_pods.append(pod_name)
-    missing = [p for p in wanted_names if p not in keep]
-    # A pod created while no Node was schedulable is bound as soon as one is (binding sets
-    # spec.nodeName once, the only spec change a pod allows).
-    unbound = [p for p, pod in keep.items() if not (pod.get("spec") or {}).get("nodeName")]
-    others = [p for p in waypoint_pods if (_meta(p).get("namespace"), _meta(p)["name"]) not in _gone(gateway, plan)]
-    placement = place(unbound + missing, name, schedulable_nodes(nodes), others)
-    for pod_name in unbound:
-        if placement[pod_name]:
-            rv = _meta(keep[pod_name])["resourceVersion"]
-            plan.bind_pods[pod_name] = {"metadata": {"resourceVersion": rv}, "spec": {"nodeName": placement[pod_name]}}
-    plan.create_pods = [desired_pod(gateway, p, verdict.service_account, placement[p]) for p in missing]
-    return plan
-
-
-def _gone(gateway: Json, plan: Plan) -> set[tuple[str, str]]:
-    namespace = _meta(gateway)["namespace"]
-    return {(namespace, p) for p in plan.delete_pods}
+    return dp.plan_deployment(gateway, workload(gateway, verdict), pods, service, nodes, waypoint_pods)
 
 
 # --- status --------------------------------------------------------------------------------------
-
-
-def _pod_ready(pod: Json) -> bool:
-    status = pod.get("status") or {}
-    if status.get("phase") != "Running":
-        return False
-    ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
-    return not ready or ready[0].get("status") == "True"
-
-
-def _pod_problem(pod: Json, nodes: list[str]) -> str:
-    name = _meta(pod)["name"]
-    node = (pod.get("spec") or {}).get("nodeName")
-    phase = (pod.get("status") or {}).get("phase") or "Pending"
-    if not node:
-        where = "no schedulable Ready Node" if not nodes else "waiting for istiod's scheduler"
-        return f"{name} is not bound to a node ({where})"
-    if phase == "Running":
-        return f"{name} on {node} is Running but not Ready"
-    return f"{name} on {node} is {phase}"
 
 
 def programmed(gateway: Json, verdict: Verdict, pods: list[Json], nodes: list[Json], conflict: str = "") -> Json:
@@ -393,7 +201,7 @@ def programmed(gateway: Json, verdict: Verdict, pods: list[Json], nodes: list[Js
     if conflict:
         return {"type": "Programmed", "status": "False", "reason": "AddressNotAssigned", "message": conflict}
     owned = sorted((p for p in pods if owned_by_name(p, meta["name"])), key=lambda p: _meta(p)["name"])
-    ready = [p for p in owned if _pod_ready(p)]
+    ready = [p for p in owned if dp.pod_ready(p)]
     if ready:
         host = f"{meta['name']}.{meta['namespace']}.svc.cluster.local:{HBONE_PORT}"
         return {
@@ -404,12 +212,8 @@ def programmed(gateway: Json, verdict: Verdict, pods: list[Json], nodes: list[Js
         }
     if verdict.replicas == 0:
         message = f"annotation {REPLICAS_ANNOTATION} is 0: no waypoint pod runs"
-    elif not owned:
-        message = "the waypoint pods are not created yet"
     else:
-        schedulable = schedulable_nodes(nodes)
-        details = "; ".join(_pod_problem(p, schedulable) for p in owned)
-        message = f"0/{len(owned)} waypoint pods ready: {details}"
+        message = dp.not_ready_message(owned, nodes, "waypoint")
     return {"type": "Programmed", "status": "False", "reason": "Pending", "message": message}
 
 

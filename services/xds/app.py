@@ -22,12 +22,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from mesh.jobs import GATEWAY_RECONCILE
 from mesh.kubeclient import NODES, ApiStatusError, Connection, KubeClient
 from mesh.node_auth import NodeAuthenticator
 from mesh.settings import host_port
 from mesh.tokens import AUD_XDS
 
 from .debounce import Debounce
+from .gateway_jobs import affected_ingress_gateways, ingress_gateways
 from .generators.envoy import EnvoyDeltas, EnvoyTranslator
 from .generators.envoy import to_any as envoy_any
 from .generators.index import Translator
@@ -168,6 +170,8 @@ class Pipeline:
         if self.reconcile is not None:
             # At start-up every waypoint is reconciled (what changed while mesh-xds was away is unknown).
             self.reconcile.note(waypoint_gateways(self.store) if initial else affected_waypoints(self.store, changes))
+            ingress = ingress_gateways(self.store) if initial else affected_ingress_gateways(self.store, changes)
+            self.reconcile.note(ingress, GATEWAY_RECONCILE)
         self.metrics.translate.observe(time.perf_counter() - started)
         self.metrics.pushes.inc()
         self.ready.set()

@@ -28,6 +28,8 @@ REQUEST_AUTHENTICATIONS = "security.istio.io/requestauthentications"
 GATEWAYS = "gateway.networking.k8s.io/gateways"
 HTTP_ROUTES = "gateway.networking.k8s.io/httproutes"
 GRPC_ROUTES = "gateway.networking.k8s.io/grpcroutes"
+REFERENCE_GRANTS = "gateway.networking.k8s.io/referencegrants"
+SECRETS = "secrets"
 
 WATCHED: tuple[str, ...] = (
     NAMESPACES,
@@ -44,7 +46,12 @@ WATCHED: tuple[str, ...] = (
     GATEWAYS,
     HTTP_ROUTES,
     GRPC_ROUTES,
+    REFERENCE_GRANTS,
 )
+# Followed from the change stream but never listed: mesh-xds reads istiod with the reader token,
+# which may not read Secrets, and the stream carries a Secret only as a reference (no data), which
+# is all the ingress reconcile trigger needs (docs/ingress.md).
+STREAM_ONLY: tuple[str, ...] = (SECRETS,)
 
 ROOT_NAMESPACE = "istio-system"  # Istio's mesh root namespace: policies here apply mesh-wide
 

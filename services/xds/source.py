@@ -3,7 +3,9 @@ change stream `mesh:changes` followed through a consumer group from that list's 
 
 A gap in the stream (trimmed, or Redis lost it) or a lost connection means: list again and
 report the differences as changes, so the generated resources converge on istiod's state and
-nothing is lost. Events carry their object, so following the stream costs istiod nothing.
+nothing is lost. Events carry their object, so following the stream costs istiod nothing. Secrets
+(`STREAM_ONLY`) are never listed (the reader token may not) and arrive as references without
+data; they only trigger reconcile jobs (docs/ingress.md).
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from redis.exceptions import RedisError
 
 from mesh.changes import STREAM, ChangeEvent, Consumer, GapError
 from mesh.kubeclient import ApiStatusError, KubeClient, Resource
+from mesh.resources.core.secret import secret_reference
 from mesh.resources.registry import default_registry
 
-from .model import WATCHED, Change, ConfigStore
+from .model import SECRETS, STREAM_ONLY, WATCHED, Change, ConfigStore
 
 log = logging.getLogger("mesh-xds.source")
 
@@ -102,9 +105,12 @@ class Source:
     def _apply(self, events: list[ChangeEvent]) -> None:
         changes = []
         for event in events:
-            if event.kind not in self.locations or not event.object:
+            if (event.kind not in self.locations and event.kind not in STREAM_ONLY) or not event.object:
                 continue
-            change = self.store.apply(event.kind, event.decoded(), event.revision, deleted=event.op == "DELETED")
+            obj = event.decoded()
+            if event.kind == SECRETS:
+                obj = secret_reference(obj)  # the relay sends no data; never keep any if it did
+            change = self.store.apply(event.kind, obj, event.revision, deleted=event.op == "DELETED")
             if change is not None:
                 changes.append(change)
         if changes:

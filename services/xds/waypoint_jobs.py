@@ -48,24 +48,24 @@ def affected_waypoints(store: ConfigStore, changes: Iterable[Change]) -> set[tup
 
 
 class ReconcileQueue:
-    """Pending waypoint reconciliations, sent by `run()`."""
+    """Pending Gateway reconciliations (waypoint or ingress job), sent by `run()`."""
 
     def __init__(self, broker_url: str, queue: str = QUEUE):
         self.celery = Celery("mesh-xds", broker=broker_url)
         self.celery.conf.update(task_serializer="json", broker_connection_retry=False, broker_connection_max_retries=0)
         self.queue = queue
-        self.pending: set[tuple[str, str]] = set()
+        self.pending: set[tuple[str, str, str]] = set()  # (job name, namespace, name)
         self._wake = asyncio.Event()
         self.sent = 0
 
-    def note(self, gateways: set[tuple[str, str]]) -> None:
-        """Record Gateways to reconcile (never blocks; bounded by the number of Gateways)."""
-        self.pending |= gateways
+    def note(self, gateways: set[tuple[str, str]], task: str = RECONCILE_WAYPOINT) -> None:
+        """Record Gateways for job `task` (never blocks; bounded by the number of Gateways)."""
+        self.pending |= {(task, namespace, name) for namespace, name in gateways}
         if self.pending:
             self._wake.set()
 
-    def _send(self, namespace: str, name: str) -> None:
-        self.celery.send_task(RECONCILE_WAYPOINT, args=[namespace, name], queue=self.queue)
+    def _send(self, task: str, namespace: str, name: str) -> None:
+        self.celery.send_task(task, args=[namespace, name], queue=self.queue)
 
     async def run(self) -> None:
         delay = 0.5
@@ -77,7 +77,7 @@ class ReconcileQueue:
                 try:
                     await asyncio.to_thread(self._send, *gateway)
                 except Exception as e:  # the broker is away: keep it and try again
-                    log.warning("queueing waypoint reconciliation failed: %s", e)
+                    log.warning("queueing %s failed: %s", gateway[0], e)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
                     continue

@@ -25,6 +25,7 @@ Go writes for every field the client left unset.
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +47,7 @@ KINDS: dict[tuple[str, str], type[Message]] = {
     ("v1", "Service"): core.Service,
     ("v1", "Pod"): core.Pod,
     ("v1", "Node"): core.Node,
+    ("v1", "Secret"): core.Secret,  # `kubectl create secret generic|tls`
     ("authentication.k8s.io/v1", "TokenRequest"): authentication.TokenRequest,  # `kubectl create token`
 }
 """The kinds whose protobuf form is decoded, by (apiVersion, kind) as named in the envelope."""
@@ -60,6 +62,7 @@ POINTERS = frozenset(
         "OwnerReference.controller",
         "OwnerReference.blockOwnerDeletion",
         "ServiceAccount.automountServiceAccountToken",
+        "Secret.immutable",
         "ServiceSpec.allocateLoadBalancerNodePorts",
         "ClientIPConfig.timeoutSeconds",
         "PodSpec.terminationGracePeriodSeconds",
@@ -174,6 +177,8 @@ def _message(message: Message, path: str) -> Json:
 
 def _element(field: FieldDescriptor, value: Any, path: str) -> Any:
     """An item of a repeated field: kept even when empty, so that list positions stay."""
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return base64.b64encode(value).decode()  # Go's encoding/json writes []byte as base64
     if field.type != FieldDescriptor.TYPE_MESSAGE:
         return _scalar(value, path)
     return _single_message(field, value, path, keep_empty=True)

@@ -176,7 +176,7 @@ class ResourceHandler:
                 response = await self._service_account_token(request, principal, target, verb)
                 return response
             guard = None
-            if not may(principal, verb):
+            if not may(principal, verb, target.kind.key):
                 if node_of(principal) is None:
                     raise errors.forbidden(principal.user, verb, target.kind, target.namespace, target.name or "")
                 guard = guard_for(principal, target.kind.key, target.subresource, verb, target.name)

@@ -12,16 +12,27 @@ import asyncio
 import contextlib
 import logging
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.engine import Engine
 
 from mesh.changes import STREAM, ChangeEvent, Publisher
+from mesh.resources.core.secret import SECRET, secret_reference
 
 from . import sql
 from .state import Change
 
 log = logging.getLogger("istiod.relay")
+
+
+def stream_payload(kind: str, data: bytes) -> bytes:
+    """The object as the stream carries it. Secrets travel as a reference only (name, uid,
+    resourceVersion, type: docs/ingress.md): their values stay in istiod, readable with the admin
+    token, and never reach Redis or the logs of the stream's consumers."""
+    if kind != SECRET.key or not data:
+        return data
+    return orjson.dumps(secret_reference(orjson.loads(data)))
 
 
 class Relay:
@@ -52,7 +63,15 @@ class Relay:
     def notify(self, changes: list[Change]) -> None:
         """Called by the writer after each commit: hand over the new changes without a DB read."""
         self._pending.extend(
-            ChangeEvent(c.revision, c.obj.kind, c.obj.namespace, c.obj.name, c.op, c.obj.uid, c.obj.json)
+            ChangeEvent(
+                c.revision,
+                c.obj.kind,
+                c.obj.namespace,
+                c.obj.name,
+                c.op,
+                c.obj.uid,
+                stream_payload(c.obj.kind, c.obj.json),
+            )
             for c in changes
         )
         if len(self._pending) > self._max_pending:
@@ -91,7 +110,13 @@ class Relay:
                 rows = await asyncio.to_thread(sql.outbox_after, self._engine, self.published, self._batch)
                 events = [
                     ChangeEvent(
-                        r["revision"], r["kind"], r["namespace"], r["name"], r["op"], r["uid"], r["data"].encode()
+                        r["revision"],
+                        r["kind"],
+                        r["namespace"],
+                        r["name"],
+                        r["op"],
+                        r["uid"],
+                        stream_payload(r["kind"], r["data"].encode()),
                     )
                     for r in rows
                 ]

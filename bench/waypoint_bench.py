@@ -1,0 +1,264 @@
+"""Waypoint benchmark: 1 KB HTTP/1.1 keep-alive requests through the waypoint path, the
+ztunnel-only path and the direct path, in the same run, on a real 2-node netns cluster.
+
+`meshctl cluster up --nodes 2` in a fresh state directory, then three namespaces, each with a
+client pod on node-1 and a server pod (`mesh-sample-app`) on node-2 behind a Service `server`:
+- `bench-direct` (not in the mesh): client → server pod IP, no proxy;
+- `bench-ztunnel` (ambient): client → Service VIP → node-1's ztunnel → HBONE → node-2's ztunnel;
+- `bench-waypoint` (ambient, with a namespace waypoint on node-2): client → node-1's ztunnel →
+  HBONE → the waypoint (HTTP parsed, routed, counted) → HBONE → node-2's ztunnel → server.
+Each request is `POST /bytes/1024` with a 1 KB body, answered by 1 KB. Figures per path:
+- closed loop over `--conns` keep-alive connections for `--seconds`: requests/s, p50/p99;
+- paced at `--rate` requests/s: p50/p99 and, for the waypoint path, the waypoint process's CPU
+  per 1000 requests/s.
+The load generator runs in this process (uvloop) with its sockets made inside the client pods'
+network namespaces. Goal (issue 7): ≤ 0.5 vCPU per 1000 rps, ≤ +1 ms p50 over ztunnel-only.
+
+Run as root: .venv/bin/python bench/waypoint_bench.py [--seconds 4] [--conns 8] [--rate 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ztunnel_bench as zb  # shared cluster and measurement helpers
+
+BODY = b"q" * 1024
+REQUEST = b"POST /bytes/1024 HTTP/1.1\r\nHost: server\r\nContent-Length: 1024\r\n\r\n" + BODY
+PATHS = ("direct", "ztunnel", "waypoint")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a path's requests start (the client pod's netns) and go."""
+
+    name: str
+    client_netns: str
+    address: str
+    port: int
+
+
+def setup(client: httpx.Client) -> list[Target]:
+    targets = []
+    server_cmd = [str(zb.BIN / "mesh-sample-app"), "--http", "8080"]
+    for kind in PATHS:
+        ns = f"bench-{kind}"
+        labels = {"istio.io/dataplane-mode": "ambient"} if kind != "direct" else {}
+        client.post(
+            "/api/v1/namespaces",
+            json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}},
+        )
+        client.post(f"/api/v1/namespaces/{ns}/pods", json=zb.pod("client", ns, "node-1", ["sleep", "86400"]))
+        client.post(f"/api/v1/namespaces/{ns}/pods", json=zb.pod("server", ns, "node-2", server_cmd))
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "server"},
+            "spec": {"selector": {"app": "server"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+        }
+        client.post(f"/api/v1/namespaces/{ns}/services", json=service).raise_for_status()
+        c, s = zb.wait_running(client, ns, "client"), zb.wait_running(client, ns, "server")
+        if kind == "direct":
+            targets.append(Target(kind, zb.pod_netns(c), s["status"]["podIP"], 8080))
+        else:
+            vip = client.get(f"/api/v1/namespaces/{ns}/services/server").json()["spec"]["clusterIP"]
+            targets.append(Target(kind, zb.pod_netns(c), vip, 80))
+    return targets
+
+
+def deploy_waypoint(state: Path) -> None:
+    """A namespace waypoint for bench-waypoint (placed by mesh-worker), once it is ready."""
+    subprocess.run(
+        [
+            str(zb.BIN / "meshctl"),
+            "waypoint",
+            "apply",
+            "-n",
+            "bench-waypoint",
+            "--enroll-namespace",
+            "--wait",
+            "--kubeconfig",
+            str(state / "kubeconfig"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def waypoint_pid() -> int:
+    out = subprocess.run(["pgrep", "-f", "waypoint --gateway bench-waypoint/waypoint"], capture_output=True, text=True)
+    pids = [int(p) for p in out.stdout.split()]
+    if len(pids) != 1:
+        raise RuntimeError(f"expected one waypoint process, found {pids}")
+    return pids[0]
+
+
+async def open_keepalive(target: Target) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await zb.open_from(zb.PodPair(target.name, target.client_netns, target.address), target.port)
+
+
+async def one_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    """Send one request and read its whole answer; the status code."""
+    writer.write(REQUEST)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
+async def closed_loop(target: Target, conns: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await open_keepalive(target)
+        while time.perf_counter() < stop:
+            sent = time.perf_counter()
+            if await one_request(reader, writer) != 200:
+                errors += 1
+            latencies.append((time.perf_counter() - sent) * 1e6)
+        writer.close()
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conns)))
+    elapsed = time.perf_counter() - begin
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": zb.percentile(latencies, 0.5),
+        "p99": zb.percentile(latencies, 0.99),
+        "errors": errors,
+    }
+
+
+async def paced(target: Target, rate: float, seconds: float, pid: int | None, conns: int = 4) -> dict:
+    streams = [await open_keepalive(target) for _ in range(conns)]
+    latencies: list[float] = []
+    interval = conns / rate
+
+    async def drive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, offset: float) -> None:
+        n = 0
+        while (due := begin + offset + n * interval) < begin + seconds:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent = time.perf_counter()
+            await one_request(reader, writer)
+            latencies.append((time.perf_counter() - sent) * 1e6)
+            n += 1
+
+    cpu_before = zb.cpu_seconds(pid) if pid else 0.0
+    begin = time.perf_counter()
+    await asyncio.gather(*(drive(r, w, i * interval / conns) for i, (r, w) in enumerate(streams)))
+    elapsed = time.perf_counter() - begin
+    cpu = (zb.cpu_seconds(pid) - cpu_before) if pid else 0.0
+    for _, writer in streams:
+        writer.close()
+    achieved = len(latencies) / elapsed
+    return {
+        "rps": achieved,
+        "p50": zb.percentile(latencies, 0.5),
+        "p99": zb.percentile(latencies, 0.99),
+        "vcpu_per_1000rps": (cpu / elapsed) / (achieved / 1000) if pid and achieved else None,
+    }
+
+
+async def ready(target: Target, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reader, writer = await open_keepalive(target)
+            status = await asyncio.wait_for(one_request(reader, writer), 5)
+            writer.close()
+            if status == 200:
+                return
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {target.name} path does not answer")
+        await asyncio.sleep(0.3)
+
+
+async def run(state: Path, args: argparse.Namespace) -> dict:
+    with zb.api(state) as client:
+        targets = setup(client)
+    deploy_waypoint(state)
+    pid = waypoint_pid()
+    for target in targets:
+        await ready(target)
+        await closed_loop(target, 2, 1)  # warm up connections, certificates, pools
+    figures = {}
+    for target in targets:
+        figures[target.name] = {
+            "closed": await closed_loop(target, args.conns, args.seconds),
+            "paced": await paced(target, args.rate, args.seconds, pid if target.name == "waypoint" else None),
+        }
+    figures["waypoint_rss_mb"] = zb.rss_mb(pid)
+    return figures
+
+
+def report(figures: dict, args: argparse.Namespace) -> None:
+    print(
+        f"waypoint benchmark (2 nodes; POST 1 KB → 1 KB, HTTP/1.1 keep-alive; {args.conns} connections closed loop,"
+        f" {args.rate:.0f} rps paced)"
+    )
+    print(f"  {'path':<10} {'closed rps':>11} {'p50 µs':>9} {'p99 µs':>9}   {'paced p50':>10} {'p99 µs':>9}")
+    for name in PATHS:
+        c, p = figures[name]["closed"], figures[name]["paced"]
+        print(f"  {name:<10} {c['rps']:>11.0f} {c['p50']:>9.0f} {c['p99']:>9.0f}   {p['p50']:>10.0f} {p['p99']:>9.0f}")
+    w, z, d = (figures[n] for n in PATHS)
+    print(
+        f"  waypoint vs ztunnel-only: {w['closed']['rps'] / z['closed']['rps']:.2f}x rps, "
+        f"+{w['paced']['p50'] - z['paced']['p50']:.0f} µs p50 (paced)"
+    )
+    print(
+        f"  ztunnel-only vs direct:   {z['closed']['rps'] / d['closed']['rps']:.2f}x rps, "
+        f"+{z['paced']['p50'] - d['paced']['p50']:.0f} µs p50 (paced)"
+    )
+    print(
+        f"  waypoint CPU: {w['paced']['vcpu_per_1000rps']:.3f} vCPU per 1000 rps; "
+        f"RSS {figures['waypoint_rss_mb']:.1f} MB"
+    )
+    print(json.dumps(figures))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--conns", type=int, default=8, help="keep-alive connections of the closed loop")
+    parser.add_argument("--rate", type=float, default=500, help="paced request rate (requests/s)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("waypoint_bench: needs root (network namespaces)")
+    if zb.netns.exists("mesh-underlay"):
+        sys.exit("waypoint_bench: a cluster is already up on this machine (meshctl cluster down first)")
+    state = Path(tempfile.mkdtemp(prefix="waypoint-bench-"))
+    try:
+        zb.meshctl("cluster", "up", "--nodes", "2", "--state-dir", str(state))
+        uvloop.install()
+        report(asyncio.run(run(state, args)), args)
+    finally:
+        zb.meshctl("cluster", "down", "--state-dir", str(state))
+
+
+if __name__ == "__main__":
+    main()
