@@ -91,6 +91,11 @@ def node_commands(node: NodePlan, all_nodes: list[NodePlan]) -> list[list[str]]:
     for other in all_nodes:
         if other.index != node.index:
             commands.append([*ns, "ip", "route", "add", other.pod_cidr, "via", other.ip])
+    # The control plane answers pods (a waypoint asks mesh-ca and mesh-xds for its certificate and
+    # configuration, as a Kubernetes pod reaches the API server): the root namespace routes this
+    # node's pod range to it, more specific than the unreachable pod range. The route goes with
+    # the root link when the cluster is taken down.
+    commands.append(["ip", "route", "add", node.pod_cidr, "via", node.ip])
     return commands
 
 
