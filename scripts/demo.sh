@@ -21,6 +21,7 @@ show() { printf '$ %s\n' "$*"; "$@"; }
 down() {
   [ -x "$MESHCTL" ] || die "nothing to stop (no .venv)"
   "$MESHCTL" cluster down --state-dir "$STATE"
+  say "the demo's state stays in $STATE (logs, CA); the next run starts afresh"
 }
 
 kc() {  # kubectl, or the little meshctl can do where kubectl is absent
@@ -61,10 +62,18 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND... : until COMMAND succeeds
 
 status_is() { [ "$(curl_status "$2" "${4:-GET}" "$3")" = "$1" ]; }
 
-metrics() {  # metrics NETNS IP PORT NAME : the samples of one metric family, shortened
-  ip netns exec "$1" curl -s "http://$2:$3/stats/prometheus" | grep "^$4" \
-    | sed -E 's/(source_principal|destination_principal|response_code|reporter)="([^"]*)"/\n    \1="\2"/g' \
-    | grep -E '^    |^[0-9. e+]+$|} [0-9.e+]+$' | head -"${5:-12}" || true
+metrics() {  # metrics NETNS IP PORT NAME LABEL... : one metric's samples with just those labels
+  local netns=$1 ip=$2 port=$3; shift 3
+  ip netns exec "$netns" curl -s "http://$ip:$port/stats/prometheus" | "$PY" -c '
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+name, labels = sys.argv[1], sys.argv[2:]
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        if s.name == name:
+            shown = ", ".join(k + "=" + s.labels.get(k, "") for k in labels)
+            print(f"  {s.value:>6.0f}  {shown}")
+' "$@"
 }
 
 up() {
@@ -72,6 +81,13 @@ up() {
   bootstrap_python
   ensure_redis || die "Redis is needed for the change stream and the background jobs"
   command -v curl >/dev/null || apt_install curl
+  if ip netns list 2>/dev/null | grep -q '^mesh-underlay'; then
+    die "a mesh is already up on this machine; for a fresh walk-through run: bash scripts/demo.sh down"
+  fi
+  if [ -e "$STATE/istiod.db" ]; then
+    say "removing the state of an earlier run ($STATE): the walk-through starts from an empty store"
+    rm -rf "$STATE"
+  fi
   mkdir -p "$STATE" && chmod 700 "$STATE"
 
   step "1. The control plane and a 2-node cluster (meshctl cluster up)"
@@ -130,12 +146,14 @@ up() {
 
   step "7. Metrics: L4 from ztunnel, L7 from the waypoint"
   echo "node-2's ztunnel, istio_tcp_connections_opened_total:"
-  metrics mesh-node-2 198.19.255.12 15020 istio_tcp_connections_opened_total 8
+  metrics mesh-node-2 198.19.255.12 15020 istio_tcp_connections_opened_total \
+    source_principal destination_principal destination_workload
   local wp_ip wp_ns
   wp_ip=$(api_get /api/v1/namespaces/default/pods/waypoint-0 'obj["status"]["podIP"]')
   wp_ns=mesh-pod-$(api_get /api/v1/namespaces/default/pods/waypoint-0 'obj["metadata"]["uid"].replace("-", "")[:12]')
   echo "the waypoint, istio_requests_total:"
-  metrics "$wp_ns" "$wp_ip" 15020 istio_requests_total 12
+  metrics "$wp_ns" "$wp_ip" 15020 istio_requests_total \
+    source_principal request_protocol response_code response_flags destination_workload
 
   cat <<TXT
 
