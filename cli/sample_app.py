@@ -7,7 +7,8 @@ Python 3).
   sees which address and which version the request reached (ztunnel keeps the client's IP).
   Special paths for the L7 tests: `/status/{code}` answers that code; `/flaky` answers 503 every
   other request (counted per process); `/delay/{ms}` answers after that long; `/bytes/{n}`
-  answers n bytes;
+  answers n bytes; `/stats` answers how many requests came (itself not counted); with `--fail`
+  every request gets 503;
 - TCP echo on `--echo`: echoes every byte until the client half-closes, then half-closes too;
 - TCP sink on `--sink`: reads until the client half-closes, then answers the byte count (benchmarks).
 
@@ -20,7 +21,7 @@ import argparse
 import asyncio
 import json
 
-_state = {"name": "", "flaky": 0}
+_state = {"name": "", "flaky": 0, "seen": 0, "fail": False}
 
 
 async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -36,7 +37,13 @@ async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                     headers[name.strip().lower()] = value.strip()
             if int(headers.get("content-length") or 0):
                 await reader.readexactly(int(headers["content-length"]))
-            status = 200
+            status = 503 if _state["fail"] else 200
+            if path.startswith("/stats"):  # how many requests this process answered, not counting these
+                body = json.dumps({"seen": _state["seen"], "name": _state["name"]}).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                continue
+            _state["seen"] += 1
             if path.startswith("/status/"):
                 status = int(path.split("/")[2])
             elif path.startswith("/flaky"):
@@ -103,8 +110,10 @@ async def main() -> None:
     parser.add_argument("--echo", type=int, default=0)
     parser.add_argument("--sink", type=int, default=0)
     parser.add_argument("--name", default="", help="named in every HTTP answer (e.g. v1, v2)")
+    parser.add_argument("--fail", action="store_true", help="answer every HTTP request with 503")
     args = parser.parse_args()
     _state["name"] = args.name
+    _state["fail"] = args.fail
     servers = []
     if args.http:
         servers.append(await asyncio.start_server(_http, "0.0.0.0", args.http))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +37,19 @@ PODS = {  # name: (node, service account, version)
     "web-api-v2": ("node-1", "web-api", "v2"),
 }
 GATEWAY_REF = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}
+GRPC_APP = str(Path(__file__).with_name("grpc_app.py"))
+GRPC_PORT = 9090
+# Pods beyond the sample app's defaults: name -> (node, service account, labels, command)
+EXTRA_PODS = {
+    "flaky-good": (
+        "node-2",
+        "flaky",
+        {"app": "flaky"},
+        [sys.executable, ops.PODAPP, "--http", "8080", "--name", "good"],
+    ),
+    "flaky-bad": ("node-1", "flaky", {"app": "flaky"}, [sys.executable, ops.PODAPP, "--http", "8080", "--fail"]),
+    "grpc-server": ("node-2", "grpc", {"app": "grpc"}, [sys.executable, GRPC_APP, "serve", str(GRPC_PORT), "g1"]),
+}
 
 
 @dataclass
@@ -75,12 +90,22 @@ class Mesh:
         self.client.delete(url)
 
 
-def _service(name: str, selector: dict[str, str]) -> dict:
+def _service(name: str, selector: dict[str, str], port: dict | None = None) -> dict:
+    port = port or {"name": "http", "port": 80, "targetPort": ops.HTTP_PORT}
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name},
-        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": ops.HTTP_PORT}]},
+        "spec": {"selector": selector, "ports": [port]},
+    }
+
+
+def _pod(name: str, node: str, sa: str, labels: dict[str, str], command: list[str]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"nodeName": node, "serviceAccountName": sa, "containers": [{"name": "app", "command": command}]},
     }
 
 
@@ -98,14 +123,21 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
                 app = "web-api" if version else name
                 pod = ops.app_pod(name, node, sa, app, version=version)
                 client.post("/api/v1/namespaces/default/pods", json=pod).raise_for_status()
+            for name, (node, sa, labels, command) in EXTRA_PODS.items():
+                pod = _pod(name, node, sa, labels, command)
+                client.post("/api/v1/namespaces/default/pods", json=pod).raise_for_status()
             services = {
                 "web-api": {"app": "web-api"},
                 "web-api-v1": {"app": "web-api", "version": "v1"},
                 "web-api-v2": {"app": "web-api", "version": "v2"},
+                "flaky": {"app": "flaky"},
             }
             for name, selector in services.items():
                 client.post("/api/v1/namespaces/default/services", json=_service(name, selector)).raise_for_status()
-            pods = {name: wait_running(client, "default", name) for name in PODS}
+            grpc_port = {"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT, "appProtocol": "grpc"}
+            client.post("/api/v1/namespaces/default/services", json=_service("grpc", {"app": "grpc"}, grpc_port))
+            services["grpc"] = {}
+            pods = {name: wait_running(client, "default", name) for name in [*PODS, *EXTRA_PODS]}
             vips = {n: client.get(f"/api/v1/namespaces/default/services/{n}").json() for n in services}
             vips = {n: service["spec"]["clusterIP"] for n, service in vips.items()}
             client.patch(
@@ -184,12 +216,15 @@ def test_get_only_policy_for_sleep_allows_get_and_denies_delete(mesh: Mesh) -> N
         assert _status(mesh, "other", "GET") == 403
         metrics = mesh.waypoint_http(15020, "/stats/prometheus").body.decode()
         assert ops.metric_sum(metrics, "istio_requests_total", response_code="403", reporter="waypoint") >= 2
-        assert ops.metric_sum(
-            metrics,
-            "istio_requests_total",
-            response_code="200",
-            source_principal="spiffe://cluster.local/ns/default/sa/sleep",
-        ) >= 1
+        assert (
+            ops.metric_sum(
+                metrics,
+                "istio_requests_total",
+                response_code="200",
+                source_principal="spiffe://cluster.local/ns/default/sa/sleep",
+            )
+            >= 1
+        )
         assert "RBAC: access denied" in mesh.waypoint_log()
     finally:
         mesh.delete(url)
@@ -341,3 +376,210 @@ def test_waypoint_config_dump_lists_the_bound_services(mesh: Mesh) -> None:
     dump = json.loads(mesh.waypoint_http(15000, "/config_dump").body)
     text = json.dumps(dump)
     assert "web-api.default.svc.cluster.local" in text
+
+
+def _jwt_fixtures() -> tuple[str, callable]:
+    """An inline JWKS and a function signing tokens with its key (ES256)."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwks = json.dumps({"keys": [{**jwk, "kid": "e2e", "alg": "ES256", "use": "sig"}]})
+
+    def sign(claims: dict, signing_key=key) -> str:
+        now = int(time.time())
+        body = {"iss": "https://issuer.e2e.test", "sub": "alice", "iat": now, "exp": now + 600, **claims}
+        return jwt.encode(body, signing_key, algorithm="ES256", headers={"kid": "e2e"})
+
+    return jwks, sign
+
+
+def test_jwt_claims_decide_at_the_waypoint(mesh: Mesh) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    jwks, sign = _jwt_fixtures()
+    authn = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "RequestAuthentication",
+        "metadata": {"name": "issuer"},
+        "spec": {"targetRefs": [GATEWAY_REF], "jwtRules": [{"issuer": "https://issuer.e2e.test", "jwks": jwks}]},
+    }
+    authn_url = mesh.apply(f"{ops.SECURITY}/default/requestauthentications", authn)
+    spec = {
+        "targetRefs": [GATEWAY_REF],
+        "action": "ALLOW",
+        "rules": [
+            {
+                "from": [{"source": {"requestPrincipals": ["*"]}}],
+                "when": [{"key": "request.auth.claims[groups]", "values": ["admin"]}],
+            }
+        ],
+    }
+    policy_url = _policy(mesh, "admins-only", spec)
+    admin, dev = sign({"groups": ["admin"]}), sign({"groups": ["dev"]})
+    forged = sign({"groups": ["admin"]}, ec.generate_private_key(ec.SECP256R1()))
+    try:
+        ops.wait(lambda: _status(mesh, "sleep") == 403, 20, "the claim requirement to apply")
+        assert _status(mesh, "sleep", authorization=f"Bearer {admin}") == 200
+        assert _status(mesh, "sleep", authorization=f"Bearer {dev}") == 403
+        assert _status(mesh, "sleep", authorization=f"Bearer {forged}") == 401
+    finally:
+        mesh.delete(policy_url)
+        mesh.delete(authn_url)
+    ops.wait(lambda: _status(mesh, "sleep") == 200, 20, "the requirement to go away")
+
+
+def _seen(mesh: Mesh, pod: str) -> int:
+    answer = ops.request(mesh.pods["sleep"], mesh.pods[pod]["status"]["podIP"], ops.HTTP_PORT, "GET", "/stats")
+    assert answer is not None and answer.status == 200
+    return answer.json()["seen"]
+
+
+def test_mirroring_copies_requests_and_the_client_sees_only_the_primary(mesh: Mesh) -> None:
+    spec = {
+        "hosts": ["web-api-v1"],
+        "http": [
+            {
+                "route": [{"destination": {"host": "web-api-v1"}}],
+                "mirror": {"host": "web-api-v2"},
+                "mirrorPercentage": {"value": 100.0},
+            }
+        ],
+    }
+    url = _route(mesh, "VirtualService", "mirror-v1", spec)
+    try:
+
+        def copied() -> bool:
+            before = _seen(mesh, "web-api-v2")
+            mesh.call("sleep", service="web-api-v1")
+            time.sleep(0.2)
+            return _seen(mesh, "web-api-v2") > before
+
+        ops.wait(copied, 20, "the mirror to receive a copy")
+        start = _seen(mesh, "web-api-v2")
+        with ops.HttpClient(mesh.pods["sleep"], mesh.vips["web-api-v1"], 80) as client:
+            names = {client.request("GET", "/").json()["name"] for _ in range(20)}
+        assert names == {"v1"}
+        ops.wait(lambda: _seen(mesh, "web-api-v2") >= start + 20, 10, "20 copies at the mirror")
+    finally:
+        mesh.delete(url)
+
+
+def test_circuit_breaker_answers_overflow_with_503(mesh: Mesh) -> None:
+    spec = {
+        "host": "web-api-v1",
+        "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 1}, "http": {"http1MaxPendingRequests": 1}}},
+    }
+    url = _route(mesh, "DestinationRule", "one-connection", spec)
+    try:
+
+        def burst() -> Counter:
+            statuses: list[int | None] = []
+            threads = [
+                threading.Thread(
+                    target=lambda: statuses.append(_status(mesh, "sleep", "GET", "/delay/400", service="web-api-v1"))
+                )
+                for _ in range(10)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(15)
+            return Counter(statuses)
+
+        counts = ops.wait(lambda: (c := burst())[503] and c, 30, "the breaker to overflow")
+        assert counts[200] >= 1, counts
+        metrics = mesh.waypoint_http(15020, "/stats/prometheus").body.decode()
+        assert ops.metric_sum(metrics, "istio_requests_total", response_code="503", response_flags="UO") >= 1
+    finally:
+        mesh.delete(url)
+
+
+def test_outlier_detection_ejects_the_failing_endpoint(mesh: Mesh) -> None:
+    spec = {
+        "host": "flaky",
+        "trafficPolicy": {
+            "outlierDetection": {
+                "consecutive5xxErrors": 2,
+                "interval": "1s",
+                "baseEjectionTime": "60s",
+                "maxEjectionPercent": 100,
+            }
+        },
+    }
+    url = _route(mesh, "DestinationRule", "eject-flaky", spec)
+    try:
+        time.sleep(1)  # the rule reaches the waypoint
+        with ops.HttpClient(mesh.pods["sleep"], mesh.vips["flaky"], 80) as client:
+            for _ in range(20):
+                client.request("GET", "/")
+        ops.wait(
+            lambda: "ejected" in json.dumps(json.loads(mesh.waypoint_http(15000, "/config_dump").body)),
+            10,
+            "the bad endpoint to be ejected",
+        )
+        bad_before = _seen(mesh, "flaky-bad")
+        with ops.HttpClient(mesh.pods["sleep"], mesh.vips["flaky"], 80) as client:
+            statuses = Counter(client.request("GET", "/").status for _ in range(30))
+        assert statuses == {200: 30}
+        assert _seen(mesh, "flaky-bad") == bad_before  # ejected: it got none of them
+    finally:
+        mesh.delete(url)
+
+
+def _grpc_call(mesh: Mesh, method: str, count: int = 3) -> list[str]:
+    netns_name = ops.pod_netns(mesh.pods["sleep"])
+    target = f"{mesh.vips['grpc']}:{GRPC_PORT}"
+    out = subprocess.run(
+        ["ip", "netns", "exec", netns_name, sys.executable, GRPC_APP, "call", target, method, "hi", str(count)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return out.stdout.split("\n")[:-1]
+
+
+def test_grpc_through_the_waypoint(mesh: Mesh) -> None:
+    ops.wait(lambda: _grpc_call(mesh, "Say") == ["OK g1:hi"] * 3, 20, "gRPC calls through the waypoint")
+    assert _grpc_call(mesh, "Fail", 1) == ["NOT_FOUND"]
+    spec = {
+        "targetRefs": [GATEWAY_REF],
+        "action": "DENY",
+        "rules": [{"to": [{"operation": {"paths": ["/mesh.Echo/Say"]}}]}],
+    }
+    url = _policy(mesh, "no-say", spec)
+    try:
+        ops.wait(lambda: _grpc_call(mesh, "Say", 1) == ["PERMISSION_DENIED"], 20, "the gRPC method to be denied")
+        metrics = mesh.waypoint_http(15020, "/stats/prometheus").body.decode()
+        assert ops.metric_sum(metrics, "istio_requests_total", request_protocol="grpc") >= 4
+    finally:
+        mesh.delete(url)
+
+
+def test_a_service_waypoint_beside_the_namespace_waypoint(mesh: Mesh) -> None:
+    kubeconfig = str(mesh.state / "kubeconfig")
+    meshctl("waypoint", "apply", "-n", "default", "--name", "svc-waypoint", "--wait", "--kubeconfig", kubeconfig)
+    service = "/api/v1/namespaces/default/services/web-api-v2"
+    ref = {**GATEWAY_REF, "name": "svc-waypoint"}
+    url = _policy(
+        mesh,
+        "svc-no-delete",
+        {"targetRefs": [ref], "action": "DENY", "rules": [{"to": [{"operation": {"methods": ["DELETE"]}}]}]},
+    )
+    try:
+        mesh.client.patch(
+            service,
+            json={"metadata": {"labels": {"istio.io/use-waypoint": "svc-waypoint"}}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        ).raise_for_status()
+        ops.wait(lambda: _status(mesh, "sleep", "DELETE", service="web-api-v2") == 403, 30, "the service waypoint")
+        assert _status(mesh, "sleep", "DELETE", service="web-api-v1") == 200  # still the namespace waypoint
+    finally:
+        mesh.client.patch(
+            service,
+            json={"metadata": {"labels": {"istio.io/use-waypoint": None}}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        mesh.delete(url)
+        meshctl("waypoint", "delete", "-n", "default", "svc-waypoint", "--kubeconfig", kubeconfig)
