@@ -375,6 +375,8 @@ async def http2(
         for event in conn.receive_data(await stream.read()):
             if isinstance(event, ResponseReceived):
                 got = dict(event.headers)
+                if event.stream_ended is not None:  # a headers-only answer: they are the trailers too
+                    trailers = {k: v for k, v in got.items() if not k.startswith(":")}
             elif isinstance(event, DataReceived):
                 data += event.data
                 conn.acknowledge_received_data(event.flow_controlled_length, sid)
@@ -389,9 +391,10 @@ async def http2(
 async def grpc_call(
     stream: HboneBytes, method: str, message: bytes, host: str = L7_HOST, headers: tuple = ()
 ) -> tuple[dict[str, str], bytes, dict[str, str]]:
-    """A unary gRPC call as HTTP/2 frames: headers, the reply message, and where grpc-status came
-    (the trailers, or the headers of a trailers-only answer)."""
+    """A unary gRPC call as HTTP/2 frames: headers, the reply message, and the trailers (those of
+    a trailers-only answer: its headers, when they ended the stream; a grpc-status in headers that
+    did not end the stream is not a status, as gRPC clients read it)."""
     frame = b"\x00" + len(message).to_bytes(4, "big") + message
     grpc_headers = (("content-type", "application/grpc"), ("te", "trailers"), *headers)
     got, data, trailers = await http2(stream, "POST", method, host, grpc_headers, frame)
-    return got, data[5:], trailers or {k: v for k, v in got.items() if k.startswith("grpc-")}
+    return got, data[5:], trailers

@@ -120,6 +120,7 @@ async def exchange_h2(
     response = UpstreamResponse(status, kept, _empty(), length)
     if event.stream_ended is not None:  # a headers-only (for gRPC, trailers-only) response
         stream.close()
+        response.headers_only = True
         return response
     response.body = _body(client, response)
     return response

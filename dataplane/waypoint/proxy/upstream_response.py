@@ -44,6 +44,9 @@ class UpstreamResponse:
     body: AsyncIterator[bytes]
     length: int | None
     trailers: list[tuple[str, str]] | None = None
+    # The head ended the stream (a headers-only answer; for gRPC, "trailers-only" with
+    # grpc-status in it): the downstream must end its stream with the head too.
+    headers_only: bool = False
 
 
 async def discard(body: AsyncIterator[bytes]) -> int:
