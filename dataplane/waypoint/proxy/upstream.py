@@ -88,6 +88,11 @@ class _H1:
             self.conn.receive_data(await self.stream.read())
 
 
+def _over_limit(state: ClusterState) -> bool:
+    breakers = state.breakers
+    return breakers.in_use[Resource.CONNECTIONS] > breakers.limits[Resource.CONNECTIONS]
+
+
 class _ClusterPool:
     """A cluster's idle HTTP/1.1 connections by endpoint and its pending requests."""
 
@@ -149,6 +154,11 @@ class Upstreams:
         try:
             for _ in range(MAX_PENDING_WAKEUPS):
                 idle = pool.idle.get(endpoint.key)
+                if idle and _over_limit(state):
+                    # The cluster's max_connections was lowered under connections already open
+                    # (Envoy drains the old pool on a cluster change): close instead of reusing.
+                    self._discard(idle.pop())
+                    continue
                 if idle:
                     return idle.pop(), True
                 if state.breakers.try_acquire(Resource.CONNECTIONS):
