@@ -1,7 +1,8 @@
 """The waypoint's admin (15000), metrics (15020) and readiness (15021) endpoints.
 
-- `:15000/config_dump`: filter chains by (VIP, port), route configs, clusters with their endpoints
-  (load, ejection) and circuit-breaker counts, the certificate (serial, validity), xDS status; `POST /quitquitquit`;
+- `:15000/config_dump`: filter chains by (VIP, port) or (port, SNI), route configs, clusters with
+  their endpoints (load, ejection) and circuit-breaker counts, the certificate (serial, validity),
+  the SDS Secrets by name (kind and serial, never their data), xDS status; `POST /quitquitquit`;
 - `:15020/stats/prometheus`: the L7 metrics;
 - `:15021/healthz/ready`: 200 once the certificate is at hand and the Listener and its routes
   arrived (contract), else 503 naming what is awaited.
@@ -21,6 +22,7 @@ from mesh.readiness import Readiness
 
 from .config import ConfigStore
 from .identity import WaypointIdentity
+from .ingress.tls_config import CertificateSecret, Secret
 from .l7.upstreams import ClusterState
 from .proxy.clusters import UpstreamClusters
 from .settings import WaypointConfig
@@ -73,6 +75,14 @@ def config_dump(src: AdminSources) -> dict[str, Any]:
                 "jwt": c.jwt is not None,
                 "rbacFilters": len(c.rbac),
                 "fault": c.fault,
+                "serverNames": list(c.server_names),
+                "tls": {
+                    "certificates": list(c.tls.certificate_secrets),
+                    "validation": c.tls.validation_secret,
+                    "requireClientCertificate": c.tls.require_client_certificate,
+                }
+                if c.tls
+                else None,
             }
             for c in chains
         ]
@@ -89,8 +99,16 @@ def config_dump(src: AdminSources) -> dict[str, Any]:
         "routes": {name: json_format.MessageToDict(r.proto) for name, r in snap.routes.items()},
         "clusters": clusters,
         "certificate": _certificate(src),
+        "secrets": {name: _secret(secret) for name, secret in snap.secrets.items()},
         "xds": src.xds.status(),
     }
+
+
+def _secret(secret: Secret) -> dict[str, Any]:
+    """What an SDS Secret is, never its data."""
+    if isinstance(secret, CertificateSecret):
+        return {"kind": "tls_certificate", "serial": secret.serial}
+    return {"kind": "validation_context"}
 
 
 def _cluster_state(state: ClusterState | None) -> dict[str, Any]:
@@ -104,6 +122,7 @@ def _cluster_state(state: ClusterState | None) -> dict[str, Any]:
             {
                 "address": f"{e.address}:{e.port}",
                 "tunnel": e.tunnel,
+                "hboneAddress": f"{e.hbone_address[0]}:{e.hbone_address[1]}" if e.hbone_address else None,
                 "identity": e.identity,
                 "workload": e.workload,
                 "weight": e.weight,

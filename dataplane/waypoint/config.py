@@ -3,7 +3,9 @@
 docs/waypoint.md, "Configuration from mesh-xds (contract)": a Listener `waypoint/N/G` whose filter
 chains match (VIP, port) and carry an HttpConnectionManager (codec, RDS name, and the jwt_authn,
 rbac, fault, router filters); RouteConfigurations; Clusters; ClusterLoadAssignments with the
-endpoints' tunnel and identity in `filter_metadata["istio"]`.
+endpoints' tunnel and identity in `filter_metadata["istio"]`. An ingress gateway's Listener
+`gateway/N/G` (docs/ingress.md, "Data path (contract)") matches by port and SNI instead of VIP, its
+HTTPS chains name SDS Secrets (ingress/tls_config.py), and those Secrets are held here too.
 
 `ConfigStore.apply` converts a delta of one type outside any shared state, then swaps it in; what
 cannot be converted is returned as `"name: reason"` so the xDS client NACKs it by name while the
@@ -31,17 +33,20 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2, message
 
+from .ingress.tls_config import DownstreamTls, Secret, TlsConfigError, downstream_tls, secret_from_proto
 from .l7 import upstreams
 from .l7.jwt import Authenticator
 from .l7.model import ConfigError
 from .l7.rbac import RbacEngine
 from .l7.routing import RouteTable
+from .original_dst import OriginalDstError, chain_destination, check_cluster
 
 LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT_TYPE = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-TYPES = (LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE)
+SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+TYPES = (LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE, SECRET_TYPE)
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
@@ -59,7 +64,8 @@ class ConfigRejected(ValueError):
 
 @dataclass(frozen=True)
 class FilterChain:
-    """One (service, port) bound to the waypoint: where its requests go and what they pass."""
+    """One (service, port) bound to the waypoint, or one listener of an ingress Gateway: where
+    its requests go and what they pass."""
 
     name: str  # {host}:{port}
     vips: frozenset[str]
@@ -70,13 +76,19 @@ class FilterChain:
     jwt: jwt_pb2.JwtAuthentication | None = None
     rbac: tuple[rbac_pb2.RBAC, ...] = ()  # in filter order: DENY, then ALLOW
     fault: bool = False
+    # A workload chain's pod (original_dst.py); its `port` is 0: the chain matches any port.
+    destination: upstreams.Endpoint | None = None
+    server_names: tuple[str, ...] = ()  # SNI names (ingress HTTPS chains); empty: the port's default
+    tls: DownstreamTls | None = None  # ingress HTTPS chains: the Secrets to terminate TLS with
     # Compiled from the two above; JWT expiry is checked against the wall clock.
     authenticator: Authenticator | None = field(default=None, compare=False, repr=False)
     rbac_engine: RbacEngine = field(default_factory=lambda: RbacEngine(()), compare=False, repr=False)
 
     @property
     def host(self) -> str:
-        """The service hostname (`{host}:{port}` without the port)."""
+        """The service hostname (`{host}:{port}` without the port); empty for a workload chain."""
+        if self.destination is not None:
+            return ""
         return self.name.rpartition(":")[0] or self.name
 
 
@@ -96,6 +108,7 @@ class Snapshot:
     routes: dict[str, RouteConfig] = field(default_factory=dict)
     clusters: dict[str, cluster_pb2.Cluster] = field(default_factory=dict)
     assignments: dict[str, endpoint_pb2.ClusterLoadAssignment] = field(default_factory=dict)
+    secrets: dict[str, Secret] = field(default_factory=dict)
 
 
 def _unpack(any_msg: any_pb2.Any, cls: type[message.Message], what: str) -> message.Message:
@@ -133,8 +146,12 @@ def filter_chain(chain: listener_pb2.FilterChain) -> FilterChain:
     of the contract)."""
     where = f"filter chain {chain.name!r}"
     match = chain.filter_chain_match
-    if not match.HasField("destination_port"):
-        raise ConfigRejected(f"{where}: filter_chain_match.destination_port is required")
+    try:
+        destination = chain_destination(chain)
+    except OriginalDstError as e:
+        raise ConfigRejected(f"{where}: {e}") from None
+    if not match.HasField("destination_port") and destination is None:
+        raise ConfigRejected(f"{where}: filter_chain_match.destination_port is required (or the pod's metadata)")
     vips = set()
     for prefix in match.prefix_ranges:
         try:
@@ -150,6 +167,10 @@ def filter_chain(chain: listener_pb2.FilterChain) -> FilterChain:
     codec = _CODECS.get(hcm.codec_type)
     if codec is None:
         raise ConfigRejected(f"{where}: codec_type {hcm.codec_type} is not supported")
+    try:
+        tls = downstream_tls(chain)
+    except TlsConfigError as e:
+        raise ConfigRejected(f"{where}: {e}") from None
     return FilterChain(
         name=chain.name,
         vips=frozenset(vips),
@@ -157,13 +178,20 @@ def filter_chain(chain: listener_pb2.FilterChain) -> FilterChain:
         codec=codec,
         stat_prefix=hcm.stat_prefix,
         route_config_name=hcm.rds.route_config_name,
+        destination=destination,
+        server_names=tuple(name.lower() for name in match.server_names),
+        tls=tls,
         **_http_filters(hcm, where),  # type: ignore[arg-type]
     )
 
 
 def _checked_cluster(cluster: cluster_pb2.Cluster) -> cluster_pb2.Cluster:
-    if cluster.type not in (cluster_pb2.Cluster.EDS, cluster_pb2.Cluster.STATIC):
+    if cluster.type not in (cluster_pb2.Cluster.EDS, cluster_pb2.Cluster.STATIC, cluster_pb2.Cluster.ORIGINAL_DST):
         raise ConfigRejected(f"cluster type {cluster_pb2.Cluster.DiscoveryType.Name(cluster.type)} is not supported")
+    try:
+        check_cluster(cluster)
+    except OriginalDstError as e:
+        raise ConfigRejected(str(e)) from None
     try:  # what ClusterState will refuse (an lb policy it does not implement, a bad endpoint)
         upstreams.ClusterState.build(cluster, clock=time.monotonic, rng=random.Random(0))
     except ConfigError as e:
@@ -213,6 +241,11 @@ def _convert(type_url: str, name: str, resource: any_pb2.Any) -> object:
         return _checked_cluster(_unpack(resource, cluster_pb2.Cluster, name))
     if type_url == ENDPOINT_TYPE:
         return _checked_assignment(_unpack(resource, endpoint_pb2.ClusterLoadAssignment, name))
+    if type_url == SECRET_TYPE:
+        try:
+            return secret_from_proto(resource)
+        except TlsConfigError as e:
+            raise ConfigRejected(str(e)) from None
     raise ConfigRejected(f"type {type_url} is not one the waypoint asks for")
 
 
@@ -230,6 +263,7 @@ class ConfigStore:
             ROUTE_TYPE: self.snapshot.routes,
             CLUSTER_TYPE: self.snapshot.clusters,
             ENDPOINT_TYPE: self.snapshot.assignments,
+            SECRET_TYPE: self.snapshot.secrets,
         }[type_url]
 
     def apply(self, type_url: str, updated: dict[str, any_pb2.Any], removed: Iterable[str]) -> list[str]:
@@ -256,13 +290,27 @@ class ConfigStore:
         return rejections
 
     def chain_for(self, vip: str, port: int) -> FilterChain | None:
-        """The filter chain for a CONNECT to `vip:port`, if one is bound."""
-        return self._chains.get((vip, port))
+        """The filter chain for a CONNECT to `vip:port`, if one is bound: a Service's for that port,
+        else a workload chain's (port 0: any port)."""
+        return self._chains.get((vip, port)) or self._chains.get((vip, 0))
 
     def route_table(self, name: str) -> RouteTable | None:
         """The compiled route config of that name, if held."""
         held = self.snapshot.routes.get(name)
         return held.table if held is not None else None
+
+    def chains_by_port(self) -> dict[int, tuple[FilterChain, ...]]:
+        """Every chain by its destination port, in listener order (an ingress gateway listens
+        on each of these ports)."""
+        ports: dict[int, list[FilterChain]] = {}
+        for chains in self.snapshot.listeners.values():
+            for chain in chains:
+                ports.setdefault(chain.port, []).append(chain)
+        return {port: tuple(chains) for port, chains in ports.items()}
+
+    def secret(self, name: str) -> Secret | None:
+        """The SDS Secret of that name, if held."""
+        return self.snapshot.secrets.get(name)
 
     def cluster(self, name: str) -> cluster_pb2.Cluster | None:
         return self.snapshot.clusters.get(name)
@@ -273,9 +321,10 @@ class ConfigStore:
 
     def wanted(self) -> dict[str, set[str]]:
         """The names to subscribe to per type, as what is held names them: the listeners' route
-        configs, the routes' clusters, the EDS clusters' assignments."""
+        configs and Secrets, the routes' clusters, the EDS clusters' assignments."""
         snap = self.snapshot
         routes = {chain.route_config_name for chains in snap.listeners.values() for chain in chains}
+        secrets = set(self._secret_names())
         clusters: set[str] = set()
         for name in routes:
             if name in snap.routes:
@@ -285,7 +334,16 @@ class ConfigStore:
             for name in clusters
             if (c := snap.clusters.get(name)) is not None and c.type == cluster_pb2.Cluster.EDS
         }
-        return {ROUTE_TYPE: routes, CLUSTER_TYPE: clusters, ENDPOINT_TYPE: eds}
+        return {ROUTE_TYPE: routes, CLUSTER_TYPE: clusters, ENDPOINT_TYPE: eds, SECRET_TYPE: secrets}
+
+    def _secret_names(self) -> list[str]:
+        return [
+            name
+            for chains in self.snapshot.listeners.values()
+            for chain in chains
+            if chain.tls is not None
+            for name in chain.tls.secret_names
+        ]
 
     @property
     def has_listener_and_routes(self) -> bool:
@@ -294,3 +352,9 @@ class ConfigStore:
         if not snap.listeners:
             return False
         return all(chain.route_config_name in snap.routes for chains in snap.listeners.values() for chain in chains)
+
+    @property
+    def complete(self) -> bool:
+        """Readiness (contracts): the Listener, every route config it names and every Secret its
+        TLS chains name have arrived."""
+        return self.has_listener_and_routes and all(name in self.snapshot.secrets for name in self._secret_names())

@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -21,6 +22,7 @@ HBONE_PORT = 15008
 ADMIN_PORT = 15000
 METRICS_PORT = 15020
 READINESS_PORT = 15021
+MODES = ("waypoint", "ingress")
 
 
 class ConfigError(ValueError):
@@ -31,7 +33,10 @@ class WaypointSettings(CommonSettings):
     """What `waypoint` reads at start-up; each field is a flag and a `MESH_*` variable, which for
     the pod's facts are exactly the contract's names (`MESH_POD_NAME`, `MESH_TOKEN_FILE`, ...)."""
 
-    gateway: str = Field("", description="the waypoint Gateway this proxy serves, NAMESPACE/NAME")
+    gateway: str = Field("", description="the Gateway this proxy serves, NAMESPACE/NAME")
+    mode: str = Field(
+        "waypoint", description="waypoint (HBONE on 15008) or ingress (the Gateway's listeners, docs/ingress.md)"
+    )
     pod_name: str = Field("", description="this pod's name")
     pod_namespace: str = Field("", description="this pod's namespace")
     pod_ip: str = Field("", description="this pod's IP")
@@ -52,6 +57,9 @@ class WaypointSettings(CommonSettings):
     cluster_id: str = Field("Kubernetes", description="the cluster name in telemetry")
     cert_ttl: int = Field(86400, ge=60, description="certificate lifetime to request, seconds (mesh-ca clamps it)")
     drain_seconds: float = Field(5.0, ge=0, description="on SIGTERM, how long open connections may finish")
+    otlp_endpoint: str = Field(
+        "", description="OTLP/HTTP traces URL (http://collector:4318/v1/traces): one span per request; empty: none"
+    )
 
 
 @dataclass(frozen=True)
@@ -78,11 +86,18 @@ class WaypointConfig:
     cluster_id: str
     cert_ttl: timedelta
     drain_seconds: float
+    mode: str = "waypoint"  # or "ingress"
+    otlp_endpoint: str = ""  # the OTLP/HTTP traces URL; empty: no tracing (tracing.py)
 
     @property
     def gateway(self) -> str:
         """`N/G`, as the node metadata and the Listener name carry it."""
         return f"{self.gateway_namespace}/{self.gateway_name}"
+
+    @property
+    def ingress(self) -> bool:
+        """Whether this is an ingress gateway (`--mode ingress`) rather than a waypoint."""
+        return self.mode == "ingress"
 
     def token(self) -> str:
         """The service-account token, read at each use (mesh-runtime refreshes the file)."""
@@ -118,6 +133,8 @@ def _gateway(value: str) -> tuple[str, str]:
 
 def resolve(settings: WaypointSettings) -> WaypointConfig:
     """Check the settings and fill what follows from them; ConfigError says what is wrong."""
+    if settings.mode not in MODES:
+        raise ConfigError(f"MESH_MODE={settings.mode} (expected one of: {', '.join(MODES)})")
     gw_namespace, gw_name = _gateway(settings.gateway)
     namespace = settings.pod_namespace or gw_namespace
     pod_ip = _required("MESH_POD_IP", settings.pod_ip)
@@ -163,4 +180,15 @@ def resolve(settings: WaypointSettings) -> WaypointConfig:
         cluster_id=settings.cluster_id,
         cert_ttl=timedelta(seconds=settings.cert_ttl),
         drain_seconds=settings.drain_seconds,
+        mode=settings.mode,
+        otlp_endpoint=_otlp_endpoint(settings.otlp_endpoint),
     )
+
+
+def _otlp_endpoint(value: str) -> str:
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"MESH_OTLP_ENDPOINT={value} (expected an http:// or https:// URL)")
+    return value

@@ -1,7 +1,8 @@
 """L7 telemetry: Istio's request metrics and one JSON access-log line per request.
 
 `istio_requests_total`, `istio_request_duration_milliseconds`, `istio_request_bytes`,
-`istio_response_bytes` with Istio's label names, reporter="waypoint". The source's facts come
+`istio_response_bytes` with Istio's label names, reporter="waypoint" (an ingress gateway reports
+`reporter="source"` with itself as the source, as Istio's gateways do: `Reporting`). The source's facts come
 from the `baggage` ztunnel puts on the CONNECT (dataplane/ztunnel/proxy/headers.py:
 `k8s.cluster.name`, `k8s.namespace.name`, `k8s.<kind>.name`, `service.name`, `service.version`)
 and the peer's verified principal; the destination's from the endpoint that answered (its
@@ -115,11 +116,25 @@ def source_from(principal: str | None, baggage: dict[str, str]) -> Source:
     )
 
 
+@dataclass(frozen=True)
+class Reporting:
+    """Who reports the requests: a waypoint (`reporter="waypoint"`, the source being the
+    downstream peer) or an ingress gateway (`reporter="source"`, the source being the gateway
+    itself; the upstream hop is HBONE, so `connection_security_policy` is `mutual_tls`)."""
+
+    reporter: str = "waypoint"
+    source: Source | None = None  # set: every request's source in telemetry
+
+    def source_of(self, downstream: Source) -> Source:
+        return self.source or downstream
+
+
 @dataclass(frozen=True, kw_only=True)
 class RequestRecord:
     """One finished request, as telemetry sees it."""
 
     source: Source
+    reporter: str = "waypoint"
     service_host: str
     destination_principal: str | None
     destination_workload: str | None  # the endpoint's pod (`istio` metadata), when it says
@@ -146,7 +161,7 @@ def labels(record: RequestRecord) -> dict[str, str]:
     service_ns = parts[1] if len(parts) > 1 else None
     dest_ns = record.destination_namespace or service_ns
     values = {
-        "reporter": "waypoint",
+        "reporter": record.reporter,
         "source_workload": _or_unknown(src.workload),
         "source_workload_namespace": _or_unknown(src.namespace),
         "source_principal": _or_unknown(src.principal),

@@ -3,7 +3,9 @@
 docs/waypoint.md, "Configuration from mesh-xds (contract)": node id
 `waypoint~{pod IP}~{pod}.{ns}~{ns}.svc.cluster.local`, metadata NAMESPACE, NAME, WAYPOINT; first the
 Listener `waypoint/N/G`, then the RouteConfigurations and Clusters it (and its routes) name, then
-the ClusterLoadAssignments of the EDS clusters. After each applied response the subscriptions
+the ClusterLoadAssignments of the EDS clusters. In ingress mode (docs/ingress.md, "Data path
+(contract)") the node id starts with `router~`, the metadata adds `MODE: ingress`, the Listener is
+`gateway/N/G`, and the SDS Secrets its TLS chains name are followed too. After each applied response the subscriptions
 follow what is held (`ConfigStore.wanted`). A refused resource is NACKed by name and its previous
 version kept; on disconnect nothing is cleared and the client reconnects with back-off (10 ms
 doubling to 15 s, as ztunnel), presenting its current certificate each time.
@@ -20,7 +22,7 @@ from google.protobuf import any_pb2
 
 from mesh.xds.delta_client import DeltaClient
 
-from .config import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, ConfigStore
+from .config import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE, ConfigStore
 from .identity import WaypointIdentity
 from .settings import WaypointConfig
 
@@ -28,17 +30,29 @@ log = logging.getLogger("waypoint.xds")
 
 INITIAL_BACKOFF = 0.01
 MAX_BACKOFF = 15.0
-_ORDER = (ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE)
+_ORDER = (ROUTE_TYPE, SECRET_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE)
 
 
 def node_id(config: WaypointConfig) -> str:
-    """The contract's node id: `waypoint~{pod IP}~{pod}.{ns}~{ns}.svc.cluster.local`."""
+    """The contract's node id: `waypoint~{pod IP}~{pod}.{ns}~{ns}.svc.cluster.local`, with
+    `router~` (Istio's node type for gateways) in ingress mode."""
     ns = config.pod_namespace
-    return f"waypoint~{config.pod_ip}~{config.pod_name}.{ns}~{ns}.svc.cluster.local"
+    kind = "router" if config.ingress else "waypoint"
+    return f"{kind}~{config.pod_ip}~{config.pod_name}.{ns}~{ns}.svc.cluster.local"
 
 
 def listener_name(config: WaypointConfig) -> str:
-    return f"waypoint/{config.gateway_namespace}/{config.gateway_name}"
+    """`waypoint/N/G`, or `gateway/N/G` in ingress mode."""
+    kind = "gateway" if config.ingress else "waypoint"
+    return f"{kind}/{config.gateway_namespace}/{config.gateway_name}"
+
+
+def node_metadata(config: WaypointConfig) -> dict[str, str]:
+    """NAMESPACE, NAME, WAYPOINT (`N/G`), and `MODE: ingress` for a gateway."""
+    metadata = {"NAMESPACE": config.pod_namespace, "NAME": config.pod_name, "WAYPOINT": config.gateway}
+    if config.ingress:
+        metadata["MODE"] = "ingress"
+    return metadata
 
 
 def next_backoff(current: float) -> float:
@@ -60,7 +74,7 @@ class XdsClient:
         self._received = 0
         self.connected = False
         self.delta: DeltaClient | None = None
-        self.ready = asyncio.Event()  # the Listener and every route config it names arrived
+        self.ready = asyncio.Event()  # the Listener and every route config and Secret it names arrived
         self.rejections: list[str] = []  # the last NACK's reasons, for config_dump
 
     def _apply(self, type_url: str, updated: dict[str, any_pb2.Any], removed: set[str]) -> list[str]:
@@ -71,7 +85,7 @@ class XdsClient:
         if rejections:
             self.rejections = rejections
         self._follow_subscriptions()
-        if self._store.has_listener_and_routes:
+        if self._store.complete:
             self.ready.set()
         try:
             self._on_update()
@@ -109,7 +123,7 @@ class XdsClient:
             channel,
             node_id(config),
             applier=self._apply,
-            metadata={"NAMESPACE": config.pod_namespace, "NAME": config.pod_name, "WAYPOINT": config.gateway},
+            metadata=node_metadata(config),
         )
         if self.delta is not None:  # keep what we hold: the reconnect sends initial_resource_versions
             delta.types = self.delta.types

@@ -30,6 +30,7 @@ Envoy's rules followed here:
 from __future__ import annotations
 
 import enum
+import ipaddress
 import random
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ class LbPolicy(enum.Enum):
     ROUND_ROBIN = cluster_pb2.Cluster.ROUND_ROBIN
     LEAST_REQUEST = cluster_pb2.Cluster.LEAST_REQUEST
     RANDOM = cluster_pb2.Cluster.RANDOM
+    # An ORIGINAL_DST cluster's: the host is the connection's original destination, which the
+    # caller supplies (proxy/forward.py); `pick` has no endpoints to choose from.
+    CLUSTER_PROVIDED = cluster_pb2.Cluster.CLUSTER_PROVIDED
 
 
 class Resource(enum.Enum):
@@ -86,11 +90,16 @@ class Endpoint:
     available: bool = True
     workload: str | None = None  # the pod's name (`istio` metadata), for telemetry
     namespace: str | None = None
+    # Where to dial HBONE when it is not `{address}:15008` (`istio` metadata `hbone_address`): a
+    # waypoint behind an ingress gateway, whose endpoints all carry the Service's VIP as `address`
+    # (the `:authority`) and the waypoint pod's `ip:15008` here (docs/ingress.md, contract 3).
+    hbone_address: tuple[str, int] | None = None
 
     @property
-    def key(self) -> tuple[str, int]:
-        """What identifies the endpoint across assignments."""
-        return (self.address, self.port)
+    def key(self) -> tuple[str, int, str]:
+        """What identifies the endpoint across assignments (two waypoint pods share `address`)."""
+        hbone = f"{self.hbone_address[0]}:{self.hbone_address[1]}" if self.hbone_address else ""
+        return (self.address, self.port, hbone)
 
 
 @dataclass
@@ -237,6 +246,9 @@ def endpoints_from_assignment(cla: endpoint_pb2.ClusterLoadAssignment) -> list[E
             available = lb.health_status in _AVAILABLE
             workload = istio["workload"].string_value if "workload" in istio else None
             namespace = istio["namespace"].string_value if "namespace" in istio else None
+            hbone = None
+            if "hbone_address" in istio:
+                hbone = _hbone_address(cla.cluster_name, istio["hbone_address"].string_value)
             found.append(
                 Endpoint(
                     socket.address,
@@ -248,9 +260,24 @@ def endpoints_from_assignment(cla: endpoint_pb2.ClusterLoadAssignment) -> list[E
                     available,
                     workload or None,
                     namespace or None,
+                    hbone,
                 )
             )
     return found
+
+
+def _hbone_address(cluster: str, value: str) -> tuple[str, int]:
+    """`ip:port` or `[ipv6]:port` from the `hbone_address` metadata (ConfigError otherwise)."""
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ConfigError(f"{cluster}: hbone_address {value!r} is not IP:PORT") from None
+    if not sep or not 0 < number < 65536:
+        raise ConfigError(f"{cluster}: hbone_address {value!r} is not IP:PORT")
+    return host, number
 
 
 @dataclass

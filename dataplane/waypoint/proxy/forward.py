@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..l7.model import UpstreamFailure, UpstreamResult
 from ..l7.retry import RetryRules
 from ..l7.routing import RouteDecision
-from ..l7.upstreams import ClusterState, Endpoint, Resource
+from ..l7.upstreams import ClusterState, Endpoint, LbPolicy, Resource
 from . import local_reply as replies
 from .clusters import UpstreamClusters
 from .messages import HttpRequest, HttpResponse
@@ -49,9 +49,12 @@ class Forwarder:
         self._upstreams = upstreams
         self._rng = rng
 
-    async def forward(self, request: HttpRequest, head: RequestHead, decision: RouteDecision) -> Forwarded:
+    async def forward(
+        self, request: HttpRequest, head: RequestHead, decision: RouteDecision, original: Endpoint | None = None
+    ) -> Forwarded:
         """Answer a request routed to `decision.cluster` (never raises for the request's own
-        failure)."""
+        failure). `original` is the host an ORIGINAL_DST cluster sends to (the CONNECT's
+        destination, with its workload chain's tunnel and identity; original_dst.py)."""
         grpc = request.is_grpc
         state = self._clusters.get(decision.cluster or "")
         if state is None:
@@ -60,7 +63,8 @@ class Forwarder:
             return Forwarded(replies.local_reply(grpc, 503, replies.OVERFLOW, flags="UO", details="overflow"), None)
         tried: list[Endpoint] = []
         try:
-            return await asyncio.wait_for(self._attempts(state, request, head, decision, tried), decision.timeout)
+            attempts = self._attempts(state, request, head, decision, tried, original)
+            return await asyncio.wait_for(attempts, decision.timeout)
         except TimeoutError:
             reply = replies.local_reply(grpc, 504, replies.TIMEOUT, flags="UT", details="upstream_response_timeout")
             return Forwarded(reply, tried[-1] if tried else None)
@@ -68,12 +72,19 @@ class Forwarder:
             state.breakers.release(Resource.REQUESTS)
 
     async def _attempts(
-        self, state: ClusterState, request: HttpRequest, head: RequestHead, decision: RouteDecision, tried: list
+        self,
+        state: ClusterState,
+        request: HttpRequest,
+        head: RequestHead,
+        decision: RouteDecision,
+        tried: list,
+        original: Endpoint | None,
     ) -> Forwarded:
         rules = RetryRules.from_proto(decision.retry_policy)
         http2 = request.protocol == "HTTP/2" or request.is_grpc
         for attempt in range(1, rules.num_retries + 2):
-            endpoint = state.pick(exclude=tried)
+            provided = state.lb_policy is LbPolicy.CLUSTER_PROVIDED
+            endpoint = original if provided else state.pick(exclude=tried)
             if endpoint is None:
                 reply = replies.local_reply(request.is_grpc, 503, replies.NO_HEALTHY_UPSTREAM, flags="UH")
                 return Forwarded(_retried(reply, attempt > 1), tried[-1] if tried else None)

@@ -15,6 +15,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..config import ConfigStore, FilterChain
 from ..l7 import fault
@@ -23,7 +24,7 @@ from ..l7.rbac import DENIED_BODY, DENIED_STATUS
 from ..l7.rbac import RESPONSE_FLAG as RBAC_FLAG
 from ..l7.routing import NO_ROUTE_FLAG, NO_ROUTE_STATUS, RouteDecision
 from ..l7.upstreams import Endpoint
-from ..telemetry import Metrics, RequestRecord, Source, log_request
+from ..telemetry import Metrics, Reporting, RequestRecord, Source, log_request
 from .clusters import UpstreamClusters
 from .forward import Forwarder
 from .local_reply import local_reply
@@ -31,19 +32,24 @@ from .messages import HttpRequest, HttpResponse
 from .upstream import Upstreams
 from .upstream_response import RequestHead, discard
 
+if TYPE_CHECKING:  # tracing.py imports the OpenTelemetry SDK: only app.py loads it, when tracing is on
+    from ..tracing import RequestSpan, Tracer
+
 log = logging.getLogger("waypoint.proxy")
 MIRROR_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
 class Downstream:
-    """What one CONNECT tells about its requests' origin."""
+    """What one CONNECT (or ingress connection) tells about its requests' origin."""
 
     chain: FilterChain
     vip: str
     port: int
     source: Source
     source_ip: str
+    sni: str | None = None  # the TLS server name an ingress client sent
+    destination: Endpoint | None = None  # a workload chain's pod at the CONNECT's address (original_dst.py)
 
 
 @dataclass
@@ -52,15 +58,25 @@ class _Outcome:
     decision: RouteDecision | None = None
     endpoint: Endpoint | None = None
     local: bool = True  # answered by the waypoint itself
+    span: RequestSpan | None = None  # with --otlp-endpoint
 
 
 class Pipeline:
     """The request handler of every filter chain. One per process."""
 
     def __init__(
-        self, store: ConfigStore, clusters: UpstreamClusters, upstreams: Upstreams, metrics: Metrics, cluster_id: str
+        self,
+        store: ConfigStore,
+        clusters: UpstreamClusters,
+        upstreams: Upstreams,
+        metrics: Metrics,
+        cluster_id: str,
+        reporting: Reporting | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self._store = store
+        self._tracer = tracer
+        self._reporting = reporting or Reporting()
         self._clusters = clusters
         self._upstreams = upstreams
         self._metrics = metrics
@@ -87,6 +103,7 @@ class Pipeline:
     async def handle(self, down: Downstream, request: HttpRequest) -> HttpResponse:
         """Answer one request (never raises for a request's own failure)."""
         started = time.monotonic()
+        span = self._tracer.start(request) if self._tracer is not None else None  # names itself upstream
         _add_request_headers(request)
         l7 = self._l7_request(down, request)
         outcome = self._authenticate_and_authorize(down.chain, request, l7)
@@ -94,6 +111,7 @@ class Pipeline:
             outcome = await self._route_and_forward(down, request, l7)
         response = outcome.response
         response.headers.append(("x-request-id", request.header("x-request-id") or ""))
+        outcome.span = span
         self._observe(down, request, outcome, started)
         return response
 
@@ -123,7 +141,7 @@ class Pipeline:
             injected = fault.decide(
                 decision.fault, l7, self._rng, cluster=decision.cluster, active_faults=self._active_faults
             )
-        outcome = await self._after_fault(request, l7, decision, injected)
+        outcome = await self._after_fault(request, l7, decision, injected, down.destination)
         if injected.response_flags:
             flags = [f for f in outcome.response.flags.split(",") if f != "-"]
             outcome.response.flags = ",".join([*injected.response_flags, *flags])
@@ -131,7 +149,12 @@ class Pipeline:
         return outcome
 
     async def _after_fault(
-        self, request: HttpRequest, l7: Request, decision: RouteDecision, injected: fault.FaultDecision
+        self,
+        request: HttpRequest,
+        l7: Request,
+        decision: RouteDecision,
+        injected: fault.FaultDecision,
+        original: Endpoint | None = None,
     ) -> _Outcome:
         if injected.delay is not None:
             self._active_faults += 1
@@ -156,7 +179,7 @@ class Pipeline:
         )
         for cluster in decision.mirror_clusters:
             self._mirror(cluster, request, head)
-        forwarded = await self._forwarder.forward(request, head, decision)
+        forwarded = await self._forwarder.forward(request, head, decision, original)
         local = not forwarded.response.upstream_host
         return _Outcome(forwarded.response, decision, forwarded.endpoint, local)
 
@@ -204,14 +227,24 @@ class Pipeline:
 
         response.body = counted()
 
+    def _service_host(self, down: Downstream, decision: RouteDecision | None) -> str:
+        """The destination service: a waypoint's chain names it; a gateway's chain is a listener,
+        so its requests are reported against the routed cluster's host
+        (`inbound-vip|{port}|{subset}|{host}`), as Istio's gateways do."""
+        if self._reporting.reporter == "source":
+            cluster = decision.cluster if decision is not None else None
+            return cluster.rpartition("|")[2] if cluster else ""
+        return down.chain.host
+
     def _record(self, down: Downstream, request: HttpRequest, outcome: _Outcome, started: float, size: int) -> None:
         response, decision, endpoint = outcome.response, outcome.decision, outcome.endpoint
         duration = (time.monotonic() - started) * 1000
         grpc_status = next((v for k, v in (response.trailers or response.headers) if k == "grpc-status"), None)
         self._metrics.record(
             RequestRecord(
-                source=down.source,
-                service_host=down.chain.host,
+                source=self._reporting.source_of(down.source),
+                reporter=self._reporting.reporter,
+                service_host=self._service_host(down, decision),
                 destination_principal=endpoint.identity if endpoint else None,
                 destination_workload=endpoint.workload if endpoint else None,
                 destination_namespace=endpoint.namespace if endpoint else None,
@@ -247,8 +280,21 @@ class Pipeline:
                 "local_reply": response.body.decode(errors="replace")
                 if outcome.local and isinstance(response.body, bytes)
                 else None,
+                **({"sni": down.sni} if down.sni else {}),
             }
         )
+        if outcome.span is not None:
+            outcome.span.finish(
+                decision.route_name if decision else None,
+                method=request.method,
+                path=request.target,
+                status=response.status,
+                authority=request.authority,
+                upstream_cluster=decision.cluster if decision else None,
+                response_flags=response.flags,
+                source_principal=down.source.principal,
+                request_id=request.header("x-request-id"),
+            )
 
 
 def _add_request_headers(request: HttpRequest) -> None:

@@ -1,17 +1,20 @@
-"""15008: each CONNECT's `:authority` (`VIP:port`) picks a filter chain (none: 503 at CONNECT),
-the peer's identity comes from its verified certificate, and the tunnelled bytes are served as
-HTTP/2 (the client preface, or the chain's codec) or HTTP/1.1."""
+"""15008: each CONNECT's `:authority` (`VIP:port`, or a bound pod's `IP:port`) picks a filter chain
+(none: 503 at CONNECT), the peer's identity comes from its verified certificate, and the tunnelled
+bytes are served as HTTP/2 (the client preface, or the chain's codec) or HTTP/1.1 (`serve_http`,
+which the ingress listeners use too)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from mesh.hbone import HboneStream
 from mesh.hbone.headers import AuthorityError, parse_authority
 
 from ..config import ConfigStore
+from ..original_dst import at
 from ..telemetry import parse_baggage, source_from
-from .byte_stream import HboneBytes, StreamClosed
+from .byte_stream import ByteStream, HboneBytes, StreamClosed
 from .downstream_h1 import serve_h1
 from .downstream_h2 import PREFACE, H2Server
 from .messages import HttpRequest, HttpResponse
@@ -20,7 +23,7 @@ from .pipeline import Downstream, Pipeline
 log = logging.getLogger("waypoint.inbound")
 
 
-async def sniff(stream: HboneBytes) -> bytes:
+async def sniff(stream: ByteStream) -> bytes:
     """The first bytes, enough to tell the HTTP/2 preface from an HTTP/1.1 request line."""
     data = b""
     while len(data) < len(PREFACE) and PREFACE.startswith(data):
@@ -29,6 +32,20 @@ async def sniff(stream: HboneBytes) -> bytes:
             break
         data += chunk
     return data
+
+
+async def serve_http(
+    stream: ByteStream, codec: str, handle_request: Callable[[HttpRequest], Awaitable[HttpResponse]]
+) -> None:
+    """Serve one downstream connection's requests: HTTP/2 when the client preface or `codec`
+    (`http2`: the chain's codec, or ALPN `h2`) says so, else HTTP/1.1."""
+    first = await sniff(stream)
+    if not first:
+        return
+    if first.startswith(PREFACE) or codec == "http2":
+        await H2Server(stream, handle_request).run(first)
+    else:
+        await serve_h1(stream, first, handle_request)
 
 
 class Inbound:
@@ -58,6 +75,7 @@ class Inbound:
             port=port,
             source=source_from(stream.peer_identity, parse_baggage(headers.get("baggage"))),
             source_ip=_forwarded_for(headers.get("forwarded")) or (peer[0] if peer else ""),
+            destination=at(chain.destination, vip, port) if chain.destination is not None else None,
         )
         stream.accept()
         self.active += 1
@@ -67,13 +85,7 @@ class Inbound:
             return await self._pipeline.handle(down, request)
 
         try:
-            first = await sniff(tunnel)
-            if not first:
-                return
-            if first.startswith(PREFACE) or chain.codec == "http2":
-                await H2Server(tunnel, handle_request).run(first)
-            else:
-                await serve_h1(tunnel, first, handle_request)
+            await serve_http(tunnel, chain.codec, handle_request)
         except StreamClosed as e:
             log.debug("stream ended: %s", e)
         finally:

@@ -1,6 +1,7 @@
-"""Out of the waypoint: HBONE to `{pod IP}:15008` (authority `{pod IP}:{port}`, the waypoint's
-client certificate, the server's SAN checked against the endpoint's `identity`) or plain TCP
-(tunnel `plaintext`), then HTTP/1.1 or HTTP/2 over it.
+"""Out of the waypoint: HBONE to `{pod IP}:15008`, or to the endpoint's `hbone_address` when it
+has one (authority `{address}:{port}` either way, the waypoint's client certificate, the server's
+SAN checked against the endpoint's `identity`) or plain TCP (tunnel `plaintext`), then HTTP/1.1
+or HTTP/2 over it.
 
 HBONE connections are shared through mesh/hbone's Pool (one TLS connection carries many CONNECT
 streams). HTTP/1.1: each connection is one CONNECT stream, kept idle per endpoint for reuse, and
@@ -33,7 +34,7 @@ log = logging.getLogger("waypoint.upstream")
 MAX_IDLE_PER_ENDPOINT = 64
 HBONE_HANDSHAKE_TIMEOUT = 5.0  # the caller's connect_timeout bounds it further
 MAX_PENDING_WAKEUPS = 10_000  # a pending request gives up after this many wake-ups without a connection
-EndpointKey = tuple[str, int]
+EndpointKey = tuple[str, int, str]  # l7.upstreams.Endpoint.key
 
 
 class Connector:
@@ -55,7 +56,10 @@ class Connector:
         try:
             if endpoint.tunnel == "hbone":
                 identities = frozenset({endpoint.identity}) if endpoint.identity else frozenset()
-                key = PoolKey(str(self._identity.identity), identities, (endpoint.address, self._hbone_port))
+                # docs/ingress.md, contract 3: dial `hbone_address` when the endpoint has one, else
+                # `{address}:15008`; the authority is always `address:port`.
+                destination = endpoint.hbone_address or (endpoint.address, self._hbone_port)
+                key = PoolKey(str(self._identity.identity), identities, destination)
                 stream = await asyncio.wait_for(
                     self.hbone.open(key, format_authority(endpoint.address, endpoint.port)), timeout
                 )

@@ -71,3 +71,12 @@ def test_missing_variable(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MESH_CA_ADDRESS")
     with pytest.raises(ConfigError, match=r"^MESH_CA_ADDRESS= \(missing"):
         resolve(WaypointSettings(gateway="shop/wp"))
+
+
+def test_otlp_endpoint(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve(WaypointSettings(gateway="shop/wp")).otlp_endpoint == ""  # no tracing by default
+    monkeypatch.setenv("MESH_OTLP_ENDPOINT", "http://collector:4318/v1/traces")
+    assert resolve(WaypointSettings(gateway="shop/wp")).otlp_endpoint == "http://collector:4318/v1/traces"
+    monkeypatch.setenv("MESH_OTLP_ENDPOINT", "collector:4318")
+    with pytest.raises(ConfigError, match=r"^MESH_OTLP_ENDPOINT=collector:4318 \(expected an http"):
+        resolve(WaypointSettings(gateway="shop/wp"))

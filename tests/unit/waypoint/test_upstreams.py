@@ -219,9 +219,9 @@ def test_new_assignment_keeps_stats_of_endpoints_that_stay():
     state.update_assignment(cla("a", "b", "c"))
     assert [ep.address for ep in state.endpoints] == ["a", "b", "c"]
     assert state.ejected() == [a]
-    assert state.stats[("b", 9080)].active_requests == 1
+    assert state.stats[("b", 9080, "")].active_requests == 1
     state.update_assignment(cla("c"))
-    assert set(state.stats) == {("c", 9080)}
+    assert set(state.stats) == {("c", 9080, "")}
     state.request_finished(a, FAIL)  # a late result for a departed endpoint is ignored
 
 
