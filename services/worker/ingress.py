@@ -18,6 +18,7 @@ from .gateway_refs import (
     ObjectKey,
     attach,
     backend_problem,
+    certificate_refs,
     reference_permitted,
     refs_to_gateway,
     supported_kinds,
@@ -161,13 +162,9 @@ class World:
 def certificate_keys(gateway: Json) -> list[ObjectKey]:
     """Every Secret the Gateway's listeners name (what the reconciler reads)."""
     namespace = _meta(gateway).get("namespace", "")
-    out = []
+    out: list[ObjectKey] = []
     for listener in (gateway.get("spec") or {}).get("listeners") or []:
-        for ref in ((listener.get("tls") or {}).get("certificateRefs")) or []:
-            if ref.get("group", "") == "" and ref.get("kind", "Secret") == "Secret":
-                key = ObjectKey(ref.get("namespace") or namespace, ref.get("name", ""))
-                if key not in out:
-                    out.append(key)
+        out += [key for key in certificate_refs(listener, namespace) if key not in out]
     return out
 
 
@@ -252,6 +249,18 @@ def attached_routes(gateway: Json, world: World) -> dict[str, int]:
     return counts
 
 
+def gateway_addresses(ready_pods: list[Json], service: Json | None) -> list[Json] | None:
+    """`status.addresses`: the ready gateway pods' IPs (by pod name), then the Service's clusterIP
+    (docs/ingress.md, "Reaching it from the host": the host reaches pod IPs, only mesh pods the
+    clusterIP). None when there is neither."""
+    values = [ip for pod in ready_pods if (ip := (pod.get("status") or {}).get("podIP"))]
+    cluster_ip = ((service or {}).get("spec") or {}).get("clusterIP")
+    if cluster_ip and cluster_ip != "None":
+        values.append(cluster_ip)
+    values = list(dict.fromkeys(values))
+    return [{"type": "IPAddress", "value": v} for v in values] or None
+
+
 def gateway_status(
     gateway: Json,
     world: World,
@@ -282,8 +291,7 @@ def gateway_status(
         accepted = _condition("Accepted", False, "ListenersNotValid", why)
     else:
         accepted = _condition("Accepted", True, "Accepted", "Resource accepted")
-    ip = ((service or {}).get("spec") or {}).get("clusterIP")
-    addresses = [{"type": "IPAddress", "value": ip}] if ip and ip != "None" else None
+    addresses = gateway_addresses(ready, service)
     if ready:
         host = f"{meta['name']}.{meta['namespace']}.svc.cluster.local"
         ports = ",".join(str(p["port"]) for p in service_ports(gateway))

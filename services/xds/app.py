@@ -38,6 +38,7 @@ from .hub import Hub
 from .jwks import JwksCache
 from .model import WATCHED, Change, ConfigStore
 from .protocol import Resource, Table
+from .secrets import SecretCache, istiod_fetcher
 from .server import AdsServicer
 from .settings import XdsSettings
 from .source import Source
@@ -108,12 +109,14 @@ class Pipeline:
         self.conditions = conditions
         self.reconcile = reconcile
         self.jwks = JwksCache(self.on_jwks)
+        self.secrets = SecretCache(self.on_secrets)  # its fetcher is set by run() when a token allows
         self.translator = Translator()
-        self.envoy = EnvoyTranslator(jwks=self.jwks.get)
+        self.envoy = EnvoyTranslator(jwks=self.jwks.get, secrets=self.secrets.get)
         self.scope = NodeScope()
         hub.visibility = combine(self.scope.visibility, WaypointAccess(self.envoy.readers).visibility)
         self.pending: list[Change] = []
         self.pending_jwks: set[str] = set()
+        self.pending_secrets: set[tuple[str, str]] = set()
         self.rebuilt = False
         self._arrived = asyncio.Event()
         self.ready = asyncio.Event()
@@ -128,6 +131,12 @@ class Pipeline:
         """JWKS documents were fetched or changed: re-translate the waypoints inlining them."""
         self.pending_jwks |= uris
         self.debounce.add(time.monotonic(), len(uris))
+        self._arrived.set()
+
+    def on_secrets(self, keys: set[tuple[str, str]]) -> None:
+        """Secret data was fetched, changed or went: re-translate the gateways that use it."""
+        self.pending_secrets |= keys
+        self.debounce.add(time.monotonic(), len(keys))
         self._arrived.set()
 
     async def run(self) -> None:
@@ -146,6 +155,7 @@ class Pipeline:
         changes, self.pending = self.pending, []
         started = time.perf_counter()
         initial = not self.rebuilt
+        self.secrets.note_changes(changes)  # a Secret's new resourceVersion: refetch its data
         if initial:
             deltas = self.translator.rebuild(self.store)  # the first batch: everything listed
             envoy_deltas = self.envoy.rebuild(self.store)
@@ -162,6 +172,12 @@ class Pipeline:
             jwks_deltas = self.envoy.jwks_changed(self.store, uris)
             self._publish(jwks_deltas.by_type_url())
             self._envoy_extras(jwks_deltas)
+        if self.pending_secrets:
+            keys, self.pending_secrets = self.pending_secrets, set()
+            secret_deltas = self.envoy.secrets_changed(self.store, keys)
+            self._publish(secret_deltas.by_type_url())
+            self._envoy_extras(secret_deltas)
+        self.secrets.retain(self.envoy.secrets_read())
         for conn in list(self.hub.connections.values()):
             if conn.peer.node in moved:  # its node gained or lost a namespace: recompute its policies
                 conn.note_changes(AUTHORIZATION, None)
@@ -207,6 +223,15 @@ def connection(settings: XdsSettings) -> Connection:
     return Connection(conn.url, conn.token, str(settings.istiod_ca_file)) if settings.istiod_ca_file else conn
 
 
+def secrets_connection(settings: XdsSettings, conn: Connection) -> Connection | None:
+    """istiod with the token mesh-xds reads Secret data with, or None when there is none."""
+    token_file = settings.secrets_token_file or settings.state_dir / "admin-token"
+    if not token_file.exists():
+        log.warning("no token to read Secrets with: HTTPS listeners of ingress gateways get no chain")
+        return None
+    return Connection(conn.url, token_file.read_text().strip(), conn.ca_file)
+
+
 def admin_app(hub: Hub, metrics: XdsMetrics, pipeline: Pipeline) -> Starlette:
     async def syncz(_request: Request) -> Response:
         return JSONResponse(sync_status(hub))
@@ -242,7 +267,13 @@ async def run(settings: XdsSettings) -> None:
     pipeline = Pipeline(
         store, hub, metrics, Debounce(settings.debounce_quiet, settings.debounce_max), conditions, reconcile
     )
-    async with KubeClient(conn) as kube:
+    secrets_conn = secrets_connection(settings, conn)
+    secrets_kube = KubeClient(secrets_conn) if secrets_conn is not None else None
+    if secrets_kube is not None:
+        pipeline.secrets.fetch = istiod_fetcher(secrets_kube)
+    async with KubeClient(conn) as kube, contextlib.AsyncExitStack() as stack:
+        if secrets_kube is not None:
+            await stack.enter_async_context(secrets_kube)
         source = Source(
             kube,
             settings.redis_url,
@@ -258,6 +289,7 @@ async def run(settings: XdsSettings) -> None:
             asyncio.create_task(conditions.run(), name="conditions"),
             asyncio.create_task(reconcile.run(), name="waypoint-reconcile"),
             asyncio.create_task(pipeline.jwks.run(), name="jwks"),
+            asyncio.create_task(pipeline.secrets.run(), name="secrets"),
         ]
         await asyncio.wait_for(source.synced.wait(), 60)
         pipeline.flush()  # serve the listed state before accepting streams

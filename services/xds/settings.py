@@ -24,6 +24,11 @@ class XdsSettings(CommonSettings):
     istiod: str | None = Field(None, description="istiod's URL (default: from {state-dir}/istiod.json)")
     istiod_ca_file: Path | None = Field(None, description="CA bundle for istiod's certificate (default: istiod.json)")
     token_file: Path | None = Field(None, description="token to read configuration with (default: reader-token)")
+    secrets_token_file: Path | None = Field(
+        None,
+        description="token allowed to read the Secrets ingress gateways reference (default: {state-dir}/admin-token "
+        "when it exists; without one, HTTPS listeners get no chain)",
+    )
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("redis_url", "REDIS_URL", "MESH_REDIS_URL"),

@@ -3,7 +3,9 @@ but only the Authorization policies it enforces: mesh-wide ones (the root namesp
 the namespaces that have a workload on its node, since ztunnel applies policy on the receiving
 side (DESIGN §6). A waypoint's resources (`waypoint/{N}/{G}`, `inbound-vip|…`) are seen only by
 a workload whose certificate names the waypoint's namespace and service account
-(docs/waypoint.md); to anyone else they do not exist."""
+(docs/waypoint.md); to anyone else they do not exist. So are an ingress gateway's (`gateway/{N}/{G}`,
+`gateway|…`, and the SDS Secrets `kubernetes://…` its listeners reference: docs/ingress.md), by the
+Gateway's service account in its namespace."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from collections.abc import Callable, Iterable
 
 from mesh.identity import Identity, IdentityError
 
-from .generators.envoy.resources import is_waypoint_name
+from .generators.envoy.resources import is_restricted_name
 from .model import PODS, ROOT_NAMESPACE, Change, ConfigStore
 from .peers import Peer
 from .types import AUTHORIZATION, ENVOY_TYPES
@@ -98,7 +100,8 @@ def _reader(peer: Peer) -> tuple[str, str] | None:
 class WaypointAccess:
     """The peer check for waypoint resources: a stream reads a waypoint's Listener, routes,
     clusters and endpoints only when its certificate is the waypoint Gateway's service account in
-    the Gateway's namespace; anyone else is answered as if they did not exist (and logged once)."""
+    the Gateway's namespace; anyone else is answered as if they did not exist (and logged once).
+    The same check covers an ingress gateway's resources and the SDS Secrets its listeners name."""
 
     def __init__(self, readers: Readers):
         self.readers = readers
@@ -110,7 +113,7 @@ class WaypointAccess:
         reader = _reader(peer)
 
         def visible(name: str) -> bool:
-            if not is_waypoint_name(name):
+            if not is_restricted_name(name):
                 return True
             if reader is not None and reader in self.readers((type_url, name)):
                 return True

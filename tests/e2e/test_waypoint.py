@@ -583,3 +583,101 @@ def test_a_service_waypoint_beside_the_namespace_waypoint(mesh: Mesh) -> None:
         )
         mesh.delete(url)
         meshctl("waypoint", "delete", "-n", "default", "svc-waypoint", "--kubeconfig", kubeconfig)
+
+
+def _label(mesh: Mesh, url: str, labels: dict[str, str | None]) -> None:
+    mesh.client.patch(
+        url, json={"metadata": {"labels": labels}}, headers={"Content-Type": "application/merge-patch+json"}
+    ).raise_for_status()
+
+
+def test_workload_waypoint_applies_to_traffic_addressed_to_the_pod(mesh: Mesh) -> None:
+    kubeconfig = str(mesh.state / "kubeconfig")
+    meshctl(
+        "waypoint",
+        "apply",
+        "-n",
+        "default",
+        "--name",
+        "wl-waypoint",
+        "--for",
+        "workload",
+        "--wait",
+        "--kubeconfig",
+        kubeconfig,
+    )
+    pod_url = "/api/v1/namespaces/default/pods/web-api-v2"
+    ref = {**GATEWAY_REF, "name": "wl-waypoint"}
+    deny = {"targetRefs": [ref], "action": "DENY", "rules": [{"to": [{"operation": {"methods": ["DELETE"]}}]}]}
+    url = _policy(mesh, "wl-no-delete", deny)
+    v1_ip, v2_ip = (mesh.pods[p]["status"]["podIP"] for p in ("web-api-v1", "web-api-v2"))
+
+    def direct(ip: str, method: str) -> int | None:
+        answer = ops.request(mesh.pods["sleep"], ip, ops.HTTP_PORT, method, "/")
+        return None if answer is None else answer.status
+
+    try:
+        _label(mesh, pod_url, {"istio.io/use-waypoint": "wl-waypoint"})
+        ops.wait(lambda: direct(v2_ip, "DELETE") == 403, 30, "the workload waypoint to deny DELETE to the pod")
+        assert direct(v2_ip, "GET") == 200
+        assert direct(v1_ip, "DELETE") == 200  # another pod: not bound, L4 only
+    finally:
+        _label(mesh, pod_url, {"istio.io/use-waypoint": None})
+        mesh.delete(url)
+        meshctl("waypoint", "delete", "-n", "default", "wl-waypoint", "--kubeconfig", kubeconfig)
+
+
+def test_egress_waypoint_decides_which_identities_go_out(mesh: Mesh) -> None:
+    kubeconfig = str(mesh.state / "kubeconfig")
+    mesh.client.post(
+        "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "outside"}}
+    )
+    server = _pod(
+        "external",
+        "node-2",
+        "external",
+        {"app": "external"},
+        [sys.executable, ops.PODAPP, "--http", "8080", "--name", "external"],
+    )
+    mesh.client.post(
+        "/api/v1/namespaces/outside/pods", json={**server, "metadata": {**server["metadata"], "namespace": "outside"}}
+    )
+    external_ip = wait_running(mesh.client, "outside", "external")["status"]["podIP"]
+    meshctl("waypoint", "apply", "-n", "default", "--name", "egress-waypoint", "--wait", "--kubeconfig", kubeconfig)
+    entry = {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "external", "labels": {"istio.io/use-waypoint": "egress-waypoint"}},
+        "spec": {
+            "hosts": ["external.example"],
+            "addresses": ["198.19.200.10"],
+            "ports": [{"number": 80, "name": "http", "protocol": "HTTP", "targetPort": 8080}],
+            "resolution": "STATIC",
+            "location": "MESH_EXTERNAL",
+            "endpoints": [{"address": external_ip}],
+        },
+    }
+    entry_url = mesh.apply("/apis/networking.istio.io/v1/namespaces/default/serviceentries", entry)
+    allow = {
+        "targetRefs": [{**GATEWAY_REF, "name": "egress-waypoint"}],
+        "action": "ALLOW",
+        "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/sleep"]}}]}],
+    }
+    url = _policy(mesh, "egress-sleep-only", allow)
+
+    def out(source: str) -> ops.Response | None:
+        return ops.request(mesh.pods[source], "198.19.200.10", 80, "GET", "/")
+
+    try:
+        ops.wait(
+            lambda: (r := out("sleep")) is not None and r.status == 200 and r.json()["name"] == "external",
+            30,
+            "sleep to reach the external server through the egress waypoint",
+        )
+        denied = out("other")
+        assert denied is not None and denied.status == 403
+    finally:
+        mesh.delete(url)
+        mesh.delete(entry_url)
+        meshctl("waypoint", "delete", "-n", "default", "egress-waypoint", "--kubeconfig", kubeconfig)
+        mesh.client.delete("/api/v1/namespaces/outside/pods/external")

@@ -172,6 +172,28 @@ def test_https_gateway_deploys_resolves_its_certificate_and_counts_routes(plane:
         assert gateway["status"]["addresses"] == [{"type": "IPAddress", "value": service["spec"]["clusterIP"]}]
         assert {c["type"]: c["status"] for c in gateway["status"]["conditions"]}["Accepted"] == "True"
 
+        # Once a gateway pod is ready its IP comes first (the host reaches pod IPs; docs/ingress.md).
+        ready = {
+            "status": {"phase": "Running", "podIP": "198.18.7.7", "conditions": [{"type": "Ready", "status": "True"}]}
+        }
+        patched = client.patch(
+            f"{PODS.format(ns='default')}/shop-0/status",
+            json=ready,
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert patched.status_code == 200, patched.text
+        plane.reconcile("default", "shop")
+        eventually(
+            lambda: (
+                client.get(gw_path).json()["status"].get("addresses")
+                == [
+                    {"type": "IPAddress", "value": "198.18.7.7"},
+                    {"type": "IPAddress", "value": service["spec"]["clusterIP"]},
+                ]
+            ),
+            "the pod IP first, then the clusterIP",
+        )
+
         # The Secret appears: the listener's reference resolves.
         assert client.post(SECRETS.format(ns="default"), json=tls_secret("shop-cert")).status_code == 201
         plane.reconcile("default", "shop")

@@ -168,6 +168,37 @@ def test_deployment_shape() -> None:
     assert ig.certificate_keys(gw) == [ObjectKey("default", "cert")]
 
 
+def test_addresses_list_ready_pod_ips_then_the_cluster_ip() -> None:
+    gw = gateway(HTTP)
+    service = {"spec": {"clusterIP": "198.19.0.40"}}
+
+    def pod(name: str, ip: str, ready: bool = True) -> dict:
+        labels = {"gateway.networking.k8s.io/gateway-name": "shop", "gateway.istio.io/managed": ig.MANAGED_VALUE}
+        conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+        return {
+            "metadata": {
+                "name": name,
+                "namespace": "default",
+                "labels": labels,
+                "ownerReferences": [{"kind": "Gateway", "name": "shop"}],
+            },
+            "spec": {"nodeName": "node-1"},
+            "status": {"phase": "Running", "podIP": ip, "conditions": conditions},
+        }
+
+    pods = [pod("shop-1", "198.18.0.21"), pod("shop-0", "198.18.0.20"), pod("shop-2", "198.18.0.22", ready=False)]
+    assert ig.gateway_addresses([p for p in pods if p["status"]["conditions"][0]["status"] == "True"], service) == [
+        {"type": "IPAddress", "value": "198.18.0.21"},
+        {"type": "IPAddress", "value": "198.18.0.20"},
+        {"type": "IPAddress", "value": "198.19.0.40"},
+    ]
+    addresses, _, _ = ig.gateway_status(gw, ig.World(), service, pods, [], 3, "")
+    # Sorted by pod name, only ready pods, the clusterIP last.
+    assert [a["value"] for a in addresses or []] == ["198.18.0.20", "198.18.0.21", "198.19.0.40"]
+    assert ig.gateway_addresses([], {"spec": {"clusterIP": "None"}}) is None
+    assert ig.gateway_addresses([], service) == [{"type": "IPAddress", "value": "198.19.0.40"}]
+
+
 def test_xds_queues_the_gateways_a_change_concerns() -> None:
     store = ConfigStore()
     gw = gateway(HTTP, HTTPS)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from services.xds.generators.envoy import EnvoyDeltas, EnvoyTranslator
 from services.xds.model import SERVICES, Key
-from services.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from services.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from tests.unit.xds import envoy_objects as e
 from tests.unit.xds import objects as o
 from tests.unit.xds.envoy_checks import check_all
@@ -37,7 +37,7 @@ def step(cluster: o.Cluster, translator: EnvoyTranslator, *objects: Any, delete:
 
 def touched(deltas: EnvoyDeltas) -> dict[str, set[str]]:
     """Per short type, the names updated or removed (types without any left out)."""
-    short = {LISTENER: "LDS", ROUTE: "RDS", CLUSTER: "CDS", ENDPOINT: "EDS"}
+    short = {LISTENER: "LDS", ROUTE: "RDS", CLUSTER: "CDS", ENDPOINT: "EDS", SECRET: "SDS"}
     out = {short[t]: set(d.updated) | d.removed for t, d in deltas.by_type_url().items()}
     return {k: v for k, v in out.items() if v}
 

@@ -22,6 +22,10 @@ Services bound to it (docs/waypoint.md).
 | `waypoint_rbac.py` | targetRefs AuthorizationPolicies → RBAC DENY / ALLOW HTTP filters |
 | `waypoint_jwt.py` | targetRefs RequestAuthentications → jwt_authn filter (inline JWKS, fail closed) |
 | `waypoint_clusters.py` | inbound-vip Clusters (LB, circuit breakers, outlier detection), endpoint metadata |
+| `gateway_listeners.py` | an ingress gateway's Listener `gateway/{N}/{G}` (chains per listener, TLS by SDS) |
+| `gateway_vhosts.py` | an ingress gateway's RouteConfigurations `gateway|{N}|{G}|{port}` (vhosts per hostname) |
+| `gateway_clusters.py` | its lookup (ReferenceGrant backends) and the `inbound-vip|…|waypoint|…` variant |
+| `sds.py` | SDS Secrets `kubernetes://{ns}/{name}` (and `-cacert`) from Secret data |
 | `translator.py` | `EnvoyTranslator`: per-source outputs, dependencies, readers, byte-level deltas |
 """
 

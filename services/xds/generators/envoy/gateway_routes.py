@@ -12,10 +12,10 @@ query matches; ties by the route's age, then its rules' and matches' order. A GR
 match is a path (Istio's conversion): service and method → exact `/svc/method`, service only →
 prefix `/svc/`, method only → regex `/[^/]+/method`.
 
-Backends: `weight` 0 is dropped; a Service in another namespace (which would need a
-ReferenceGrant), a kind other than Service or Istio's Hostname, or a port the host does not serve
-is unusable and dropped. A rule left with no backend fails its calls with UNKNOWN (HTTP 500, the
-Gateway API answer, as gRPC maps it).
+Backends: `weight` 0 is dropped; a Service in another namespace (unless `lookup.backend_allowed`:
+never for mesh routes, by ReferenceGrant for an ingress gateway's), a kind other than Service or
+Istio's Hostname, or a port the host does not serve is unusable and dropped. A rule left with no
+backend fails its calls with UNKNOWN (HTTP 500, the Gateway API answer, as gRPC maps it).
 
 For a waypoint (`lookup.waypoint`): `method` and `queryParams` matches apply (as a `:method`
 header and query parameter matches), a rule without backends answers 500 directly, the
@@ -27,6 +27,7 @@ becomes an HTTP retry policy on its codes (Istio's default policy when the rule 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +58,7 @@ Json = dict[str, Any]
 _PATH_KINDS = {"Exact": "exact", "PathPrefix": "segment", "RegularExpression": "regex"}
 _PATH_RANK = {"exact": 3, "segment": 2, "prefix": 2, "regex": 1, "": -1}
 _GATEWAY_500 = grpc_code_for_http(500)
+_KIND_NAMES = {HTTP_ROUTES: "HTTPRoute", GRPC_ROUTES: "GRPCRoute"}  # as ReferenceGrants name them
 
 
 @dataclass(frozen=True)
@@ -134,13 +136,14 @@ def _rank(match: Match, raw: Json) -> tuple[int, int, bool, int, int]:
     )
 
 
-def _backend(lookup: Lookup, ref: Json, namespace: str) -> tuple[str, str, int] | None:
+def _backend(lookup: Lookup, ref: Json, namespace: str, route_kind: str) -> tuple[str, str, int] | None:
     """(cluster, host, port) of a backendRef, or None when it is unusable."""
     group, kind = ref.get("group") or "", ref.get("kind") or "Service"
-    if (ref.get("namespace") or namespace) != namespace:
+    target_ns = ref.get("namespace") or namespace
+    if target_ns != namespace and not lookup.backend_allowed(route_kind, namespace, target_ns, ref.get("name") or ""):
         return None
     if group == "" and kind == "Service":
-        host = service_host(ref["name"], namespace)
+        host = service_host(ref["name"], target_ns)
     elif group == "networking.istio.io" and kind == "Hostname":
         host = ref["name"]
     else:
@@ -195,12 +198,12 @@ def _mirror_percent(mirror: Json) -> float:
     return 100.0
 
 
-def _mirrors(lookup: Lookup, filters: list[Json], namespace: str) -> list[tuple[str, float]]:
+def _mirrors(lookup: Lookup, filters: list[Json], namespace: str, route_kind: str) -> list[tuple[str, float]]:
     """RequestMirror filters as (cluster, percent); an unusable backend is dropped."""
     out = []
     for f in filters:
         mirror = f.get("requestMirror") if f.get("type") == "RequestMirror" else None
-        found = _backend(lookup, mirror.get("backendRef") or {}, namespace) if mirror else None
+        found = _backend(lookup, mirror.get("backendRef") or {}, namespace, route_kind) if mirror else None
         if mirror and found is not None:
             out.append((found[0], _mirror_percent(mirror)))
     return out
@@ -218,11 +221,11 @@ def _http_retry(rule: Json) -> rc.RetryPolicy | None:
     return http_retry_policy(retry_on, retry.get("attempts"), backend_timeout, _nanos(retry.get("backoff")))
 
 
-def _action(lookup: Lookup, rule: Json, namespace: str, own_cluster: str) -> Action:
+def _action(lookup: Lookup, rule: Json, namespace: str, own_cluster: str, route_kind: str) -> Action:
     backends = [
         (found, 1 if ref.get("weight") is None else int(ref["weight"]))
         for ref in rule.get("backendRefs") or []
-        if (found := _backend(lookup, ref, namespace)) is not None
+        if (found := _backend(lookup, ref, namespace, route_kind)) is not None
     ]
     if not any(weight > 0 for _, weight in backends) and lookup.waypoint:
         action = Action(direct_status=500)
@@ -241,7 +244,7 @@ def _action(lookup: Lookup, rule: Json, namespace: str, own_cluster: str) -> Act
         action.retry = _retry(rule)
     elif action.direct_status is None:
         action.retry = _http_retry(rule)
-        action.mirrors = _mirrors(lookup, rule.get("filters") or [], namespace)
+        action.mirrors = _mirrors(lookup, rule.get("filters") or [], namespace, route_kind)
     return action
 
 
@@ -250,7 +253,7 @@ def _entries(lookup: Lookup, kind: str, obj: Json, own_cluster: str) -> list[_En
     age = (m.get("creationTimestamp") or "", m.get("namespace", ""), m["name"])
     out = []
     for i, rule in enumerate(spec.get("rules") or []):
-        action = _action(lookup, rule, m.get("namespace", ""), own_cluster)
+        action = _action(lookup, rule, m.get("namespace", ""), own_cluster, _KIND_NAMES[kind])
         raw_matches = rule.get("matches") or [
             {"path": {"type": "PathPrefix", "value": "/"}} if kind == HTTP_ROUTES else {}
         ]
@@ -266,11 +269,18 @@ def _entries(lookup: Lookup, kind: str, obj: Json, own_cluster: str) -> list[_En
 def gateway_routes(lookup: Lookup, target: Target, port: TargetPort) -> list[rc.Route]:
     """The routes of every HTTPRoute and GRPCRoute attached to this Service port, in precedence
     order (empty when none is attached)."""
-    own = lookup.cluster(target.host, port.number)
-    entries: list[_Entry] = []
-    for kind in (HTTP_ROUTES, GRPC_ROUTES):
-        for obj in lookup.named(kind, target.host):
-            if attached(obj, target, port):
-                entries += _entries(lookup, kind, obj, own)
+    attached_routes = [
+        (kind, obj)
+        for kind in (HTTP_ROUTES, GRPC_ROUTES)
+        for obj in lookup.named(kind, target.host)
+        if attached(obj, target, port)
+    ]
+    return ordered_routes(lookup, attached_routes, lookup.cluster(target.host, port.number))
+
+
+def ordered_routes(lookup: Lookup, routes: Iterable[tuple[str, Json]], own_cluster: str = "") -> list[rc.Route]:
+    """The routes of these (kind key, HTTPRoute or GRPCRoute) pairs in precedence order (also an
+    ingress gateway's virtual host's; `own_cluster` is where a gRPC client's failing rule points)."""
+    entries = [e for kind, obj in routes for e in _entries(lookup, kind, obj, own_cluster)]
     entries.sort(key=lambda e: e.rank)
     return [route(e.name, rm, e.action) for e in entries for rm in route_matches(e.match)]

@@ -117,6 +117,12 @@ class Lookup:
         """The name of a host port's (subset's) cluster, in this translation's naming."""
         return inbound_cluster_name(host, port, subset) if self.waypoint else cluster_name(host, port, subset)
 
+    def backend_allowed(self, route_kind: str, route_namespace: str, namespace: str, name: str) -> bool:
+        """Whether a route (`HTTPRoute`, `GRPCRoute`) may send to Service `name` of another
+        namespace: never for the mesh's routes (a configuration shared by every client cannot
+        hold a ReferenceGrant's decision); an ingress gateway's lookup checks ReferenceGrants."""
+        return namespace == route_namespace
+
     def named(self, kind: str, host: str) -> list[Json]:
         """Objects of `kind` configuring `host`, oldest first."""
         self.reads.add(host)

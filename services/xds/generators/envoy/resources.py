@@ -6,7 +6,8 @@ is the Listener name; the HttpConnectionManager's `route_config_name` is the sam
 for it); clusters are Istio's `outbound|{port}|{subset}|{host}`, and each cluster's
 ClusterLoadAssignment carries the cluster's name (reference grpc-proxyless-xds, "Names").
 Waypoints have names of their own (`waypoint/{N}/{G}`, `inbound-vip|…`, docs/waypoint.md), since
-their resources carry fields a gRPC client would refuse.
+their resources carry fields a gRPC client would refuse; so do ingress gateways (`gateway/{N}/{G}`,
+`gateway|{N}|{G}|{port}`, SDS Secrets `kubernetes://{ns}/{name}`, docs/ingress.md).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from __future__ import annotations
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
-from services.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from services.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 DOMAIN_SUFFIX = "svc.cluster.local"
 FAULT_FILTER = "envoy.filters.http.fault"  # the key of typed_per_filter_config, and the filter's name
 ROUTER_FILTER = "envoy.filters.http.router"
-ENVOY_TYPE_URLS = (LISTENER, ROUTE, CLUSTER, ENDPOINT)
+ENVOY_TYPE_URLS = (LISTENER, ROUTE, CLUSTER, ENDPOINT, SECRET)
 
 # The message type served under each type URL (an Any's type URL is the message's full name).
 _TYPE_URL_OF = {
@@ -27,6 +28,7 @@ _TYPE_URL_OF = {
     "envoy.config.route.v3.RouteConfiguration": ROUTE,
     "envoy.config.cluster.v3.Cluster": CLUSTER,
     "envoy.config.endpoint.v3.ClusterLoadAssignment": ENDPOINT,
+    "envoy.extensions.transport_sockets.tls.v3.Secret": SECRET,
 }
 
 
@@ -72,8 +74,33 @@ def waypoint_listener_name(namespace: str, name: str) -> str:
 
 
 def is_waypoint_name(name: str) -> bool:
-    """Whether a resource name is one only waypoints may read (Listener or inbound-vip names)."""
-    return name.startswith(("waypoint/", "inbound-vip|"))
+    """Whether a resource name is one only waypoints may read (Listener, inbound-vip and, for
+    workload traffic, inbound-pod names)."""
+    return name.startswith(("waypoint/", "inbound-vip|", "inbound-pod"))
+
+
+def gateway_listener_name(namespace: str, name: str) -> str:
+    """The Listener an ingress gateway subscribes to: `gateway/{N}/{G}` (docs/ingress.md)."""
+    return f"gateway/{namespace}/{name}"
+
+
+def gateway_route_name(namespace: str, name: str, port: int) -> str:
+    """An ingress gateway's RouteConfiguration for one port: `gateway|{N}|{G}|{port}`."""
+    return f"gateway|{namespace}|{name}|{port}"
+
+
+SDS_PREFIX = "kubernetes://"  # Istio's SDS names for Kubernetes Secrets
+
+
+def sds_name(namespace: str, name: str) -> str:
+    """An SDS Secret resource naming a Kubernetes Secret: `kubernetes://{ns}/{name}`."""
+    return f"{SDS_PREFIX}{namespace}/{name}"
+
+
+def is_restricted_name(name: str) -> bool:
+    """Whether only the readers the translator records may see a resource: a waypoint's, an
+    ingress gateway's Listener and routes, and SDS Secrets."""
+    return is_waypoint_name(name) or name.startswith(("gateway/", "gateway|", SDS_PREFIX))
 
 
 def listener_name(host: str, port: int | None = None) -> str:

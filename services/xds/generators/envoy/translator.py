@@ -23,6 +23,13 @@ of its Services), when a policy naming it or one of its Services changes, and wh
 inlines was fetched again (`jwks_changed`). Each waypoint name remembers the identities allowed to
 read it (`readers`: the Gateway's namespace and service account), for the hub's visibility filter.
 
+Ingress gateways (class istio) are sources too (gateway_listeners.py, docs/ingress.md): a Gateway
+yields `gateway/{N}/{G}`, its `gateway|…` routes, its clusters and the SDS Secrets its TLS
+listeners name, readable by the Gateway's service account only. It is re-translated for the
+changes `affected_ingress_gateways` names (the ingress job's trigger rules: its routes, backends,
+Secrets, ReferenceGrants, Namespaces), when a host or policy it read changes, and when the data
+of a Secret it asked for was fetched again (`secrets_changed`).
+
 Mutation contract: one task owns an EnvoyTranslator and calls `rebuild`/`update` after the store
 has applied the changes; messages handed out are never modified afterwards.
 """
@@ -37,10 +44,11 @@ from typing import Any
 
 from google.protobuf.message import Message
 
+from services.xds.gateway_jobs import affected_ingress_gateways
 from services.xds.generators.authorization import target_refs
 from services.xds.generators.index import Delta
 from services.xds.generators.view import IndexedView, labels_of, meta
-from services.xds.generators.waypoints import WAYPOINT_CLASS, service_waypoint
+from services.xds.generators.waypoints import GATEWAY_NAME, WAYPOINT_CLASS, service_waypoint
 from services.xds.model import (
     AUTHORIZATION_POLICIES,
     GATEWAYS,
@@ -54,20 +62,25 @@ from services.xds.model import (
     ConfigStore,
     Key,
 )
-from services.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from services.xds.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
+from .gateway_clusters import GATEWAY_READ, IngressLookup
+from .gateway_listeners import gateway_translation, ingress_service_account, is_ingress
 from .listeners import target_resources
 from .lookup import INDEXED_KINDS, HostIndex, Lookup, hosts_named
-from .resources import ENVOY_TYPE_URLS, is_waypoint_name, resource_name, service_host, type_url
+from .resources import ENVOY_TYPE_URLS, is_restricted_name, resource_name, service_host, type_url
+from .sds import SecretResolver, no_secrets
 from .targets import entry_hosts, service_entry_targets, service_target
 from .waypoint_jwt import JwksResolver, jwks_condition
 from .waypoint_listeners import Bound, bound_targets, is_waypoint, service_account, waypoint_translation
+from .waypoint_workloads import named_gateways
 
 Name = tuple[str, str]  # (type URL, resource name)
 SOURCE_KINDS = (SERVICES, SERVICE_ENTRIES)
 POLICY_KINDS = (AUTHORIZATION_POLICIES, REQUEST_AUTHENTICATIONS)
 Reader = tuple[str, str]  # (namespace, service account) allowed to read a waypoint's resources
 JWKS_READ = "jwks:"  # prefix of the dependency key of a jwksUri
+SECRET_READ = "secret:"  # prefix of the dependency key of a Secret's data, `secret:{ns}/{name}`
 
 
 def _no_jwks(_uri: str) -> str | None:
@@ -84,10 +97,17 @@ class EnvoyDeltas:
     endpoints: Delta
     access_changed: dict[str, set[str]] = field(default_factory=dict)  # type URL -> names whose readers changed
     conditions_changed: set[Key] = field(default_factory=set)  # RequestAuthentications
+    secrets: Delta = field(default_factory=Delta)  # SDS, for ingress gateways
 
     def by_type_url(self) -> dict[str, Delta]:
         """The deltas keyed by type URL."""
-        return {LISTENER: self.listeners, ROUTE: self.routes, CLUSTER: self.clusters, ENDPOINT: self.endpoints}
+        return {
+            LISTENER: self.listeners,
+            ROUTE: self.routes,
+            CLUSTER: self.clusters,
+            ENDPOINT: self.endpoints,
+            SECRET: self.secrets,
+        }
 
     @property
     def empty(self) -> bool:
@@ -109,9 +129,12 @@ class _Output:
 class EnvoyTranslator:
     """Stored configuration → Envoy resources for proxyless gRPC clients, incrementally."""
 
-    def __init__(self, root_namespace: str = ROOT_NAMESPACE, jwks: JwksResolver = _no_jwks) -> None:
+    def __init__(
+        self, root_namespace: str = ROOT_NAMESPACE, jwks: JwksResolver = _no_jwks, secrets: SecretResolver = no_secrets
+    ) -> None:
         self.root_namespace = root_namespace
         self.jwks = jwks
+        self.secrets = secrets
         self._binds: dict[Key, tuple[str, str]] = {}  # Service/ServiceEntry -> the waypoint its labels name
         self._bound: dict[tuple[str, str], set[Key]] = defaultdict(set)
         self._readers: dict[Name, frozenset[Reader]] = {}
@@ -160,10 +183,27 @@ class EnvoyTranslator:
         for change in changes:
             self._view.refresh(change.key)
             self._index.refresh(change.key)
-        dirty: set[Key] = set()
+        dirty = {Key(GATEWAYS, *ref) for ref in affected_ingress_gateways(store, changes)}
+        dirty |= self._through_waypoints(changes)
         for change in changes:
             dirty |= self._affected(change)
         return self._retranslate(dirty)
+
+    def secrets_read(self) -> set[tuple[str, str]]:
+        """(namespace, name) of every Secret an ingress gateway's translation asked for."""
+        return {
+            (ns, name)
+            for read in self._dependents
+            if read.startswith(SECRET_READ)
+            for ns, _, name in [read[len(SECRET_READ) :].partition("/")]
+        }
+
+    def secrets_changed(self, store: ConfigStore, keys: Iterable[tuple[str, str]]) -> EnvoyDeltas:
+        """Re-translate the ingress gateways that asked for one of these Secrets (its data changed)."""
+        if self._view is None or self._view.store is not store:
+            return self.rebuild(store)
+        reads = {f"{SECRET_READ}{namespace}/{name}" for namespace, name in keys}
+        return self._retranslate({k for read in reads for k in self._dependents.get(read, set())})
 
     def jwks_changed(self, store: ConfigStore, uris: Iterable[str]) -> EnvoyDeltas:
         """Re-translate the waypoints that inline one of these jwksUris (their document changed)."""
@@ -188,9 +228,11 @@ class EnvoyTranslator:
         objects = [obj for obj in (change.old, change.new) if obj is not None]
         if kind == PODS:
             # A pod is only ever read as an endpoint of the sources selecting it (before or after),
-            # and by the waypoints that read those sources' hosts.
+            # by the waypoints that read those sources' hosts, and by its waypoint for workload traffic.
             selecting = {key for obj in objects for key in self._selecting(namespace, labels_of(obj))}
-            return selecting | self._waypoints_reading(selecting)
+            assert self._view is not None
+            named = {Key(GATEWAYS, *ref) for ref in named_gateways(PODS, objects, self._view)}
+            return selecting | self._waypoints_reading(selecting) | named
         dirty = {change.key} if kind in (*SOURCE_KINDS, GATEWAYS) else set()
         if kind in SOURCE_KINDS:
             dirty |= self._rebind(change.key)
@@ -198,12 +240,28 @@ class EnvoyTranslator:
             for source_kind in SOURCE_KINDS:
                 for obj in self._view.list(source_kind, change.key.name) if self._view else ():
                     dirty |= self._rebind(Key(source_kind, change.key.name, meta(obj)["name"]))
+            if self._view is not None:  # ...and every pod's workload waypoint
+                dirty |= {Key(GATEWAYS, *ref) for ref in named_gateways(NAMESPACES, objects, self._view)}
         elif kind in POLICY_KINDS:
             dirty |= self._policy_targets(namespace, objects)
         if kind in INDEXED_KINDS or kind == SERVICES:
             for host in {host for obj in objects for host in hosts_named(kind, obj)}:
                 dirty |= self._dependents.get(host, set())
         return dirty
+
+    def _through_waypoints(self, changes: list[Change]) -> set[Key]:
+        """The ingress gateways sending to a Service through a waypoint whose Gateway or pods (by
+        their gateway-name label) changed."""
+        names: set[str] = set()
+        for change in changes:
+            if change.key.kind == GATEWAYS:
+                names.add(f"{GATEWAY_READ}{change.key.namespace}/{change.key.name}")
+            elif change.key.kind == PODS:
+                for obj in (change.old, change.new):
+                    waypoint = labels_of(obj).get(GATEWAY_NAME) if obj is not None else None
+                    if waypoint:
+                        names.add(f"{GATEWAY_READ}{change.key.namespace}/{waypoint}")
+        return {key for name in names for key in self._dependents.get(name, ())}
 
     def _rebind(self, key: Key) -> set[Key]:
         """Refresh which waypoint a Service or ServiceEntry names; return the waypoints (as Gateway
@@ -285,6 +343,8 @@ class EnvoyTranslator:
         if obj is None:
             return None
         if key.kind == GATEWAYS:
+            if is_ingress(obj):
+                return self._translate_ingress(key, obj)
             return self._translate_waypoint(key, obj) if is_waypoint(obj) else None
         lookup = Lookup(self._view, self._index, self.root_namespace)
         if key.kind == SERVICES:
@@ -326,12 +386,31 @@ class EnvoyTranslator:
         out.reads = lookup.reads | {JWKS_READ + uri for uri in translation.uris}
         return out
 
+    def _translate_ingress(self, key: Key, gateway: dict) -> _Output:
+        """An ingress gateway's Listener, routes, clusters and SDS Secrets."""
+        assert self._view is not None and self._index is not None
+        lookup = IngressLookup(self._view, self._index, self.root_namespace)
+        translation = gateway_translation(lookup, gateway, self.jwks, self.secrets)
+        out = _Output(
+            rank=(True, meta(gateway).get("creationTimestamp") or "", key.kind, key.namespace, key.name),
+            reader=(key.namespace, ingress_service_account(gateway)),
+            problems=translation.problems,
+        )
+        for message in translation.resources:
+            out.resources[(type_url(message), resource_name(message))] = message
+        out.reads = (
+            lookup.reads
+            | {JWKS_READ + uri for uri in translation.uris}
+            | {f"{SECRET_READ}{ns}/{name}" for ns, name in translation.secrets}
+        )
+        return out
+
     def _finish(self, touched: set[Name], problems: set[Key] | None = None) -> EnvoyDeltas:
         """Pick each touched name's winner, compare bytes, and build the deltas."""
         deltas = {t: Delta() for t in ENVOY_TYPE_URLS}
         access: dict[str, set[str]] = {}
         for name in touched:
-            if is_waypoint_name(name[1]):
+            if is_restricted_name(name[1]):
                 readers = frozenset(r for k in self._owners.get(name, ()) if (r := self._outputs[k].reader) is not None)
                 if readers != self._readers.get(name, frozenset()):
                     access.setdefault(name[0], set()).add(name[1])
@@ -366,6 +445,7 @@ class EnvoyTranslator:
             deltas[ENDPOINT],
             access,
             self._conditions(problems or set()),
+            secrets=deltas[SECRET],
         )
 
     def _conditions(self, keys: set[Key]) -> set[Key]:

@@ -9,7 +9,8 @@ protocol selection: `http` → HTTP1; `http2`, `grpc`, `grpc-web`, `h2c` → HTT
 filters are jwt_authn (when a RequestAuthentication applies), RBAC DENY and ALLOW (when such
 policies apply), fault, router. Policies apply to a chain when their `targetRefs` name the waypoint
 Gateway (in its namespace), the chain's Service or ServiceEntry (in its namespace), or, from the
-root namespace, the GatewayClass `istio-waypoint`.
+root namespace, the GatewayClass `istio-waypoint`. Pods bound for workload traffic get a chain each
+(waypoint_workloads.py), under the policies that target the Gateway or GatewayClass.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from .targets import Endpoint, Target, TargetPort, service_entry_targets, servic
 from .waypoint_clusters import waypoint_cluster, waypoint_load_assignment
 from .waypoint_jwt import JwksResolver, jwt_filter
 from .waypoint_rbac import rbac_filters
+from .waypoint_workloads import POD_ROUTE, bound_pods, chain_name, workload_chain, workload_resources
 
 Json = dict[str, Any]
 
@@ -109,43 +111,44 @@ def _prefix(vip: str) -> address_pb2.CidrRange:
     )
 
 
-def _applies(policy: Json, gateway: tuple[str, str], target: Key, root: str) -> bool:
-    """Whether a targetRefs policy names this waypoint, this chain's Service/ServiceEntry, or (from
-    the root namespace) the waypoint GatewayClass."""
+def _applies(policy: Json, gateway: tuple[str, str], target: Key | None, root: str) -> bool:
+    """Whether a targetRefs policy names this waypoint, this chain's Service/ServiceEntry (None for
+    a workload chain), or (from the root namespace) the waypoint GatewayClass."""
     namespace = meta(policy).get("namespace", "")
-    group, kind = _TARGET_KINDS[target.kind]
+    group, kind = _TARGET_KINDS[target.kind] if target is not None else ("", "")
+    target_ref = (target.namespace, target.name) if target is not None else None
     for ref in target_refs(policy.get("spec") or {}):
         if (ref.get("namespace") or namespace) != namespace:
             continue
         ref_group, ref_kind, name = ref.get("group") or "", ref.get("kind"), ref.get("name")
         if ref_kind == "Gateway" and ref_group == "gateway.networking.k8s.io" and (namespace, name) == gateway:
             return True
-        if ref_kind == kind and ref_group == group and (namespace, name) == (target.namespace, target.name):
+        if target is not None and (ref_group, ref_kind) == (group, kind) and (namespace, name) == target_ref:
             return True
         if ref_kind == "GatewayClass" and name == WAYPOINT_CLASS and namespace == root:
             return True
     return False
 
 
-def chain_policies(lookup: Lookup, kind: str, gateway: tuple[str, str], target: Key) -> list[Json]:
-    """The AuthorizationPolicies or RequestAuthentications (`kind`) that apply to one chain."""
-    spaces = dict.fromkeys([gateway[0], target.namespace, lookup.root_namespace])
+def chain_policies(lookup: Lookup, kind: str, gateway: tuple[str, str], target: Key | None) -> list[Json]:
+    """The AuthorizationPolicies or RequestAuthentications (`kind`) that apply to one chain (a
+    workload chain's `target` is None)."""
+    spaces = dict.fromkeys([gateway[0], *([target.namespace] if target else []), lookup.root_namespace])
     found = [
         p for ns in spaces for p in lookup.view.list(kind, ns) if _applies(p, gateway, target, lookup.root_namespace)
     ]
     return sorted(found, key=lambda p: (meta(p).get("namespace", ""), meta(p)["name"]))
 
 
-def _manager(host: str, port: TargetPort, filters: list[hcm.HttpFilter]) -> hcm.HttpConnectionManager:
-    name = f"{host}:{port.number}"
+def _manager(name: str, codec: int, route_name: str, filters: list[hcm.HttpFilter]) -> hcm.HttpConnectionManager:
     return hcm.HttpConnectionManager(
-        codec_type=_codec(port),
+        codec_type=codec,
         stat_prefix=name,
         rds=hcm.Rds(
             config_source=config_source_pb2.ConfigSource(
                 ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
             ),
-            route_config_name=inbound_route_name(host, port.number),
+            route_config_name=route_name,
         ),
         http_filters=[
             *filters,
@@ -199,6 +202,36 @@ def _target_of(lookup: Lookup, host: str, known: dict[str, Target]) -> Target | 
     return None
 
 
+def _filters(
+    lookup: Lookup, ref: tuple[str, str], target: Key | None, resolve: JwksResolver, out: WaypointTranslation
+) -> list[hcm.HttpFilter]:
+    """A chain's jwt_authn and RBAC filters; the JWT rules' URIs and problems are added to `out`."""
+    policies = chain_policies(lookup, AUTHORIZATION_POLICIES, ref, target)
+    jwt = jwt_filter(chain_policies(lookup, REQUEST_AUTHENTICATIONS, ref, target), resolve)
+    out.uris |= jwt.uris
+    for key, problems in jwt.problems.items():
+        out.problems.setdefault(key, [])
+        out.problems[key] += [p for p in problems if p not in out.problems[key]]
+    return ([jwt.filter] if jwt.filter is not None else []) + rbac_filters(policies)
+
+
+def _workload_chains(
+    lookup: Lookup, ref: tuple[str, str], resolve: JwksResolver, out: WaypointTranslation
+) -> list[lc.FilterChain]:
+    """One chain per pod bound for workload traffic (any port), and the shared inbound-pod route
+    and original-destination cluster when there is one."""
+    pods = bound_pods(lookup.view, ref)
+    if not pods:
+        return []
+    filters = _filters(lookup, ref, None, resolve, out)
+    chains = []
+    for pod in pods:
+        manager = _manager(chain_name(pod), hcm.HttpConnectionManager.AUTO, POD_ROUTE, filters)
+        chains.append(workload_chain(pod, lc.Filter(name=HCM_FILTER, typed_config=pack(manager))))
+    out.resources += workload_resources()
+    return chains
+
+
 def waypoint_translation(
     lookup: Lookup, gateway: Json, bound: Iterable[Bound], resolve: JwksResolver
 ) -> WaypointTranslation:
@@ -210,13 +243,7 @@ def waypoint_translation(
     known: dict[str, Target] = {}
     wanted: set[str] = set()
     for item in bound:
-        policies = chain_policies(lookup, AUTHORIZATION_POLICIES, ref, item.key)
-        jwt = jwt_filter(chain_policies(lookup, REQUEST_AUTHENTICATIONS, ref, item.key), resolve)
-        out.uris |= jwt.uris
-        for key, problems in jwt.problems.items():
-            out.problems.setdefault(key, [])
-            out.problems[key] += [p for p in problems if p not in out.problems[key]]
-        filters = ([jwt.filter] if jwt.filter is not None else []) + rbac_filters(policies)
+        filters = _filters(lookup, ref, item.key, resolve, out)
         for target in item.targets:
             known[target.host] = target
             prefixes = [_prefix(vip) for vip in target.vips]
@@ -238,14 +265,17 @@ def waypoint_translation(
                     continue  # no VIP: ztunnel never sends this Service's traffic to the waypoint
                 match = lc.FilterChainMatch(prefix_ranges=prefixes)
                 match.destination_port.value = port.number
-                manager = _manager(target.host, port, filters)
+                service_chain = f"{target.host}:{port.number}"
+                route_name = inbound_route_name(target.host, port.number)
+                manager = _manager(service_chain, _codec(port), route_name, filters)
                 chains.append(
                     lc.FilterChain(
-                        name=f"{target.host}:{port.number}",
+                        name=service_chain,
                         filter_chain_match=match,
                         filters=[lc.Filter(name=HCM_FILTER, typed_config=pack(manager))],
                     )
                 )
+    chains += _workload_chains(lookup, ref, resolve, out)
     for name in sorted(wanted):
         _, port, subset, host = name.split("|", 3)
         target = _target_of(lookup, host, known)
