@@ -225,7 +225,7 @@ def report(figures: dict, args: argparse.Namespace) -> None:
     for name in PATHS:
         c, p = figures[name]["closed"], figures[name]["paced"]
         print(f"  {name:<10} {c['rps']:>11.0f} {c['p50']:>9.0f} {c['p99']:>9.0f}   {p['p50']:>10.0f} {p['p99']:>9.0f}")
-    w, z, d = (figures[n] for n in PATHS)
+    d, z, w = (figures[n] for n in PATHS)
     print(
         f"  waypoint vs ztunnel-only: {w['closed']['rps'] / z['closed']['rps']:.2f}x rps, "
         f"+{w['paced']['p50'] - z['paced']['p50']:.0f} µs p50 (paced)"
