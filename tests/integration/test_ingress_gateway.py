@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import os
 import ssl
@@ -31,9 +30,6 @@ import h11
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import config_source_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
@@ -62,6 +58,7 @@ from mesh.sa_tokens import request_pod_token
 from tests import harness
 from tests.integration.test_waypoint import Loop
 from tests.integration.waypoint_env import ECHO, _any, _jwt_authn, http2, token
+from tests.minica import Issued, MiniCa
 
 pytestmark = pytest.mark.integration
 GW_IP = "127.0.0.9"
@@ -76,56 +73,6 @@ CLIENT_ID = "spiffe://example.test/client"
 
 
 # --- a test CA ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Issued:
-    chain_pem: bytes
-    key_pem: bytes
-    serial: int
-
-
-class MiniCa:
-    """A CA made with `cryptography`: issues leaf certificates with DNS or URI SANs."""
-
-    def __init__(self, name: str) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.pem = self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def issue(self, dns: tuple[str, ...] = (), uri: str | None = None) -> Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        if uri:
-            names.append(x509.UniformResourceIdentifier(uri))
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (dns or ("client",))[0])]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(names), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        return Issued(cert.public_bytes(serialization.Encoding.PEM), key_pem, cert.serial_number)
 
 
 SERVER_CA = MiniCa("server-ca")

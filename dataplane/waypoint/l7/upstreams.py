@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.core.v3 import base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 
 from .model import ConfigError, UpstreamFailure, UpstreamResult
 
@@ -202,6 +203,23 @@ class _Settings:
     panic_threshold: float
     connect_timeout: float
     outlier: OutlierConfig | None
+    http2: bool | None = None  # the HTTP version to speak upstream; None: the downstream's
+
+
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _upstream_http2(cluster: cluster_pb2.Cluster) -> bool | None:
+    """True for explicit HTTP/2, False for explicit HTTP/1.1, None to follow the downstream."""
+    packed = cluster.typed_extension_protocol_options.get(HTTP_PROTOCOL_OPTIONS)
+    if packed is None:
+        return None
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    if not packed.Unpack(options):
+        raise ConfigError(f"cluster {cluster.name}: {HTTP_PROTOCOL_OPTIONS} does not hold HttpProtocolOptions")
+    if options.WhichOneof("upstream_protocol_options") == "explicit_http_config":
+        return options.explicit_http_config.WhichOneof("protocol_config") == "http2_protocol_options"
+    return None
 
 
 def _settings(cluster: cluster_pb2.Cluster) -> _Settings:
@@ -226,6 +244,7 @@ def _settings(cluster: cluster_pb2.Cluster) -> _Settings:
             else DEFAULT_CONNECT_TIMEOUT
         ),
         outlier=OutlierConfig.from_proto(cluster.outlier_detection) if cluster.HasField("outlier_detection") else None,
+        http2=_upstream_http2(cluster),
     )
 
 
@@ -319,6 +338,11 @@ class ClusterState:
     def lb_policy(self) -> LbPolicy:
         """The load-balancing policy in force."""
         return self.settings.lb
+
+    @property
+    def upstream_http2(self) -> bool | None:
+        """The HTTP version the cluster asks for upstream (None: the downstream's)."""
+        return self.settings.http2
 
     @property
     def connect_timeout(self) -> float:

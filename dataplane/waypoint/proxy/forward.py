@@ -81,7 +81,10 @@ class Forwarder:
         original: Endpoint | None,
     ) -> Forwarded:
         rules = RetryRules.from_proto(decision.retry_policy)
-        http2 = request.protocol == "HTTP/2" or request.is_grpc
+        # gRPC is always HTTP/2; otherwise the cluster's protocol options decide (the Service
+        # port's appProtocol), and a port that does not say follows the downstream's version.
+        wanted = state.upstream_http2
+        http2 = request.is_grpc or (wanted if wanted is not None else request.protocol == "HTTP/2")
         for attempt in range(1, rules.num_retries + 2):
             provided = state.lb_policy is LbPolicy.CLUSTER_PROVIDED
             endpoint = original if provided else state.pick(exclude=tried)

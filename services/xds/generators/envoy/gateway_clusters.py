@@ -32,7 +32,7 @@ from .lookup import Lookup
 from .resources import inbound_cluster_name, service_host, service_of_host
 from .targets import Endpoint, Target, pod_identity, pod_ip, service_target
 from .waypoint_clusters import ISTIO_METADATA, waypoint_cluster, waypoint_load_assignment
-from .waypoint_listeners import _cluster_resources, _target_of
+from .waypoint_listeners import _cluster_resources, _target_of, upstream_protocol
 
 Json = dict[str, Any]
 
@@ -103,7 +103,10 @@ def waypoint_variant(lookup: IngressLookup, via: ViaWaypoint, port: int) -> list
     """`inbound-vip|{port}|waypoint|{host}` and its endpoints: one per waypoint pod, addressed to the
     Service's VIP and port, dialled at the pod's HBONE port."""
     host = via.target.host
-    cluster = waypoint_cluster(host, port, port_policy(lookup.destination_rule(host), port), WAYPOINT_SUBSET)
+    declared = next((p for p in via.target.ports if p.number == port), None)
+    protocol = upstream_protocol(declared) if declared is not None else "auto"
+    policy = port_policy(lookup.destination_rule(host), port)
+    cluster = waypoint_cluster(host, port, policy, WAYPOINT_SUBSET, protocol)
     pods = _waypoint_pods(lookup, via.waypoint)
     vip = via.target.vips[0]
     endpoints = tuple(Endpoint(vip, port, tunnel="hbone", identity=pod_identity(pod)) for _, pod in pods)

@@ -25,7 +25,8 @@ from typing import Any
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
-from google.protobuf import struct_pb2
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
+from google.protobuf import any_pb2, struct_pb2
 
 from mesh.resources.networking.common import duration_nanos
 
@@ -44,6 +45,8 @@ _LB = {
     "RANDOM": cluster_pb2.Cluster.RANDOM,
 }
 
+
+HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 def _nanos(value: Any) -> int | None:
     return duration_nanos(value) if isinstance(value, str) and value else None
@@ -78,10 +81,29 @@ def _outlier(spec: Json) -> outlier_detection_pb2.OutlierDetection:
     return out
 
 
-def waypoint_cluster(host: str, port: int, policy: Json, subset: str = "") -> cluster_pb2.Cluster:
+def upstream_protocol_options(protocol: str) -> any_pb2.Any:
+    """Envoy's HttpProtocolOptions for the HTTP version spoken to the endpoints: `http2` (the
+    port's appProtocol or name says http2 / grpc / h2c), `http1` (it says http), else the
+    downstream's version (Istio's USE_DOWNSTREAM_PROTOCOL for ports it cannot tell)."""
+    options = http_protocol_options_pb2.HttpProtocolOptions()
+    if protocol == "http2":
+        options.explicit_http_config.http2_protocol_options.SetInParent()
+    elif protocol == "http1":
+        options.explicit_http_config.http_protocol_options.SetInParent()
+    else:
+        options.use_downstream_protocol_config.SetInParent()
+    packed = any_pb2.Any()
+    packed.Pack(options)
+    return packed
+
+
+def waypoint_cluster(
+    host: str, port: int, policy: Json, subset: str = "", protocol: str = "auto"
+) -> cluster_pb2.Cluster:
     """The EDS cluster of one Service port (and subset) behind a waypoint, with the policy's load
-    balancing, circuit breaking and outlier detection."""
+    balancing, circuit breaking and outlier detection, and the HTTP version `protocol` names."""
     out = cluster(host, port, policy, subset)
+    out.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(upstream_protocol_options(protocol))
     out.name = inbound_cluster_name(host, port, subset)
     balancer = policy.get("loadBalancer") or {}
     if balancer.get("consistentHash") is None:

@@ -95,13 +95,19 @@ def bound_targets(lookup: Lookup, key: Key, obj: Json) -> Bound:
     return Bound(key, targets)
 
 
-def _codec(port: TargetPort) -> int:
+def upstream_protocol(port: TargetPort) -> str:
+    """`http2`, `http1` or `auto`, from the port's `appProtocol` or name prefix (Istio's rule)."""
     protocol = (port.app_protocol or port.name.split("-", 1)[0]).lower()
     if protocol in _HTTP2:
-        return hcm.HttpConnectionManager.HTTP2
-    if protocol == "http":
-        return hcm.HttpConnectionManager.HTTP1
-    return hcm.HttpConnectionManager.AUTO
+        return "http2"
+    return "http1" if protocol == "http" else "auto"
+
+
+def _codec(port: TargetPort) -> int:
+    return {
+        "http2": hcm.HttpConnectionManager.HTTP2,
+        "http1": hcm.HttpConnectionManager.HTTP1,
+    }.get(upstream_protocol(port), hcm.HttpConnectionManager.AUTO)
 
 
 def _prefix(vip: str) -> address_pb2.CidrRange:
@@ -182,7 +188,9 @@ def _cluster_resources(lookup: Lookup, target: Target, port: int, subset_name: s
         return []
     if subset is not None:
         endpoints = subset_endpoints(endpoints, subset.get("labels") or {})
-    out = waypoint_cluster(target.host, port, port_policy(dr, port, subset), subset_name)
+    declared = next((p for p in target.ports if p.number == port), None)
+    protocol = upstream_protocol(declared) if declared is not None else "auto"
+    out = waypoint_cluster(target.host, port, port_policy(dr, port, subset), subset_name, protocol)
     return [out, waypoint_load_assignment(out.name, endpoints)]
 
 
