@@ -131,16 +131,19 @@ def kind_name(kind: str) -> str:
 
 
 def condition_findings(kind: str, obj: Json) -> list[Finding]:
-    """IST0171 for each negative condition on `obj` (and on its route parents' status)."""
+    """IST0171 for each negative condition on `obj` (and on its route parents' and its Gateway
+    listeners' status: a listener's certificate that does not resolve is reported there)."""
     types = WATCHED_CONDITIONS.get(kind)
     if not types:
         return []
     status = obj.get("status") or {}
-    conditions = list(status.get("conditions") or [])
+    conditions = [("", c) for c in status.get("conditions") or []]
     for parent in status.get("parents") or []:
-        conditions += parent.get("conditions") or []
+        conditions += [("", c) for c in parent.get("conditions") or []]
+    for listener in status.get("listeners") or []:
+        conditions += [(f"listener {listener.get('name', '')}: ", c) for c in listener.get("conditions") or []]
     out = []
-    for cond in conditions:
+    for where, cond in conditions:
         ctype, value, reason = cond.get("type"), cond.get("status"), cond.get("reason", "")
         if ctype not in types:
             continue
@@ -150,7 +153,7 @@ def condition_findings(kind: str, obj: Json) -> list[Finding]:
             text = "A condition reports a partial problem"
         else:
             continue
-        message = f"{text}: type={ctype}, reason={reason}, message={cond.get('message', '')}"
+        message = f"{where}{text}: type={ctype}, reason={reason}, message={cond.get('message', '')}"
         out.append(_finding(WARNING, NEGATIVE_CONDITION, kind, obj, message))
     return out
 

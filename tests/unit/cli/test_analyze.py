@@ -132,3 +132,26 @@ def test_json_output_has_istioctl_fields() -> None:
     doc = json.loads(analyze.render(analyze.analyze(store, "default"), "default", "json"))
     assert doc[0]["code"] == "IST0101" and doc[0]["level"] == "Error" and doc[0]["origin"] == "Service default/s"
     assert doc[0]["documentationUrl"].endswith("/ist0101/")
+
+
+def test_a_gateway_listener_condition_names_the_listener() -> None:
+    gw = waypoint(address=None)
+    gw["status"]["listeners"] = [
+        {
+            "name": "https",
+            "conditions": [
+                {"type": "Accepted", "status": "True", "reason": "Accepted"},
+                {
+                    "type": "ResolvedRefs",
+                    "status": "False",
+                    "reason": "InvalidCertificateRef",
+                    "message": "Secret default/web-cert does not exist",
+                },
+            ],
+        }
+    ]
+    found = lines(store_of({GATEWAYS: [gw], NAMESPACES: [namespace("default")]}))
+    assert (
+        "Warning [IST0171] (Gateway default/waypoint) listener https: A condition with a negative status is present: "
+        "type=ResolvedRefs, reason=InvalidCertificateRef, message=Secret default/web-cert does not exist" in found
+    )
