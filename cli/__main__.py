@@ -275,8 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     from . import waypoint
 
     waypoint.add_parser(sub, _cmd_waypoint)
-    from . import analyze, authz_check, describe
+    from . import analyze, authz_check, describe, gateway
 
+    gateway.add_parser(sub, _cmd_gateway)
     analyze.add_parser(sub, _cmd_analyze)
     describe.add_parser(xsub, _cmd_describe)
     authz_check.add_parser(xsub, _cmd_authz_check)
@@ -287,6 +288,12 @@ def _cmd_waypoint(args: argparse.Namespace) -> int:
     from . import waypoint
 
     return waypoint.run(args, _client)
+
+
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    from . import gateway
+
+    return gateway.run(args, _client)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:

@@ -249,8 +249,11 @@ def test_a_missing_certificate_shows_as_a_listener_condition_and_in_analyze(edge
 
         condition = ops.wait(resolved_refs, 30, "ResolvedRefs False on the broken gateway")
         assert condition["reason"] == "InvalidCertificateRef" and "no-such-secret" in condition["message"]
-        out = meshctl("analyze", "-n", "default", "--kubeconfig", str(edge.state / "kubeconfig"), check=False)
+        kubeconfig = str(edge.state / "kubeconfig")
+        out = meshctl("analyze", "-n", "default", "--kubeconfig", kubeconfig, check=False)
         assert "Gateway default/broken" in out.stdout and "no-such-secret" in out.stdout, out.stdout
+        shown = meshctl("gateway", "status", "broken", "-n", "default", "--kubeconfig", kubeconfig, check=False)
+        assert shown.returncode == 1 and "InvalidCertificateRef" in shown.stdout, shown.stdout
     finally:
         edge.client.delete(f"{GATEWAYS}/broken")
 
@@ -279,7 +282,7 @@ def test_ingress_use_waypoint_applies_the_waypoint_policy_to_ingress_traffic(edg
             service, json={"metadata": {"labels": labels}}, headers={"Content-Type": "application/merge-patch+json"}
         ).raise_for_status()
         ops.wait(lambda: edge.curl("/", "-X", "DELETE")[0] == 403, 30, "the waypoint's GET-only policy at ingress")
-        status, body = edge.curl("/", "-X", "DELETE")
+        _, body = edge.curl("/", "-X", "DELETE")
         assert body == "RBAC: access denied"
         assert edge.curl("/")[0] == 200
     finally:
@@ -293,6 +296,10 @@ def test_ingress_use_waypoint_applies_the_waypoint_policy_to_ingress_traffic(edg
 
 
 def test_the_gateway_status_shows_addresses_listeners_and_routes(edge: Edge) -> None:
+    kubeconfig = str(edge.state / "kubeconfig")
+    shown = meshctl("gateway", "status", "edge", "-n", "default", "--kubeconfig", kubeconfig).stdout
+    assert f"addresses: {edge.address}" in shown
+    assert next(line for line in shown.splitlines() if line.startswith("https")).split()[4] == "1"  # ROUTES
     status = edge.client.get(f"{GATEWAYS}/edge").json()["status"]
     assert status["addresses"][0]["value"] == edge.address
     listener = status["listeners"][0]
