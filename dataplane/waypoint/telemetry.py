@@ -206,19 +206,51 @@ class Metrics:
         self.response_bytes = Histogram(
             "istio_response_bytes", "Response sizes", LABELS, buckets=SIZE_BUCKETS, registry=self.registry
         )
+        self._children: dict[tuple, tuple[Counter, Histogram, Histogram, Histogram]] = {}
 
     def record(self, record: RequestRecord) -> None:
-        values = labels(record)
-        self.requests.labels(**values).inc()
-        self.duration.labels(**values).observe(record.duration_ms)
-        self.request_bytes.labels(**values).observe(record.request_bytes)
-        self.response_bytes.labels(**values).observe(record.response_bytes)
+        # `Metric.labels(**values)` validates, stringifies and looks up the label set under a lock,
+        # four times per request: the children of a label set are kept here instead, keyed by the
+        # record's fields the labels derive from. Children are never removed from the metrics, so
+        # this holds no more label sets than the registry does.
+        key = (
+            record.source,
+            record.reporter,
+            record.service_host,
+            record.destination_principal,
+            record.destination_workload,
+            record.destination_namespace,
+            record.destination_cluster,
+            record.protocol,
+            record.status,
+            record.grpc_status,
+            record.flags,
+        )
+        children = self._children.get(key)
+        if children is None:
+            values = labels(record)
+            children = self._children[key] = (
+                self.requests.labels(**values),
+                self.duration.labels(**values),
+                self.request_bytes.labels(**values),
+                self.response_bytes.labels(**values),
+            )
+        requests, duration, request_bytes, response_bytes = children
+        requests.inc()
+        duration.observe(record.duration_ms)
+        request_bytes.observe(record.request_bytes)
+        response_bytes.observe(record.response_bytes)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
+def access_log_enabled() -> bool:
+    """Whether `log_request` writes anything (so a caller can skip building the fields)."""
+    return access_log.isEnabledFor(logging.INFO)
+
+
 def log_request(fields: dict[str, object], omit: Iterable[str] = ()) -> None:
     """One JSON line on `waypoint.access` (no header values: they may carry tokens)."""
-    line = {k: v for k, v in fields.items() if k not in omit}
+    line = {k: v for k, v in fields.items() if k not in omit} if omit else fields
     access_log.info("request", extra=line)

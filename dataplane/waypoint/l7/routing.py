@@ -137,6 +137,22 @@ def _path_predicate(m: rc_pb2.RouteMatch) -> Callable[[Request], bool]:
 # --- compiled configuration ----------------------------------------------------------------------
 
 
+_MAX_CACHED_HOSTS = 1024
+
+
+@dataclass(frozen=True)
+class _Static:
+    """The parts of a RouteDecision that depend on the route alone (RouteTable._static)."""
+
+    request_headers: tuple[HeaderMutation, ...]
+    response_headers: tuple[HeaderMutation, ...]
+    fault: fault_pb2.HTTPFault | None
+    retry: rc_pb2.RetryPolicy | None
+    timeout: float | None
+    mirrors: tuple[rc_pb2.RouteAction.RequestMirrorPolicy, ...]
+    authority: str | None
+
+
 @dataclass(frozen=True)
 class _WeightedCluster:
     name: str
@@ -201,10 +217,22 @@ class RouteTable:
             config.response_headers_to_add, config.response_headers_to_remove
         )
         self._virtual_hosts = [self._compile_vhost(v) for v in config.virtual_hosts]
+        # Per-request work kept out of the hot path: the virtual host of an authority, and what a
+        # decision takes from the route's messages alone (header mutations, fault, retry policy,
+        # timeout, mirror policies, host rewrite), by (virtual host, route, weighted cluster).
+        self._hosts: dict[str, _VirtualHost | None] = {}
+        self._statics: dict[tuple[int, int, int], _Static] = {}
 
     def route(self, request: Request, rng: random.Random) -> RouteDecision | None:
         """The decision for a request, or None when no virtual host or route matches it."""
-        vhost = self.virtual_host(request.authority)
+        authority = request.authority
+        try:
+            vhost = self._hosts[authority]
+        except KeyError:
+            vhost = self.virtual_host(authority)
+            if len(self._hosts) >= _MAX_CACHED_HOSTS:  # authorities come from clients: bound it
+                self._hosts.clear()
+            self._hosts[authority] = vhost
         if vhost is None:
             return None
         route = next((r for r in vhost.routes if r.match(request)), None)
@@ -290,8 +318,29 @@ class RouteTable:
         base: dict[str, object],
         direct: DirectResponse | None = None,
     ) -> RouteDecision:
-        action = route.proto.route
+        key = (id(vhost), id(route), id(picked))
+        static = self._statics.get(key)
+        if static is None:
+            static = self._statics[key] = self._static(vhost, route, picked)
         forwarding = direct is None
+        return RouteDecision(
+            **base,  # type: ignore[arg-type]
+            direct_response=direct,
+            timeout=static.timeout if forwarding else None,
+            retry_policy=static.retry if forwarding else None,
+            mirror_clusters=tuple(_sampled_mirrors(static.mirrors, request, rng))
+            if forwarding and static.mirrors
+            else (),
+            request_headers=static.request_headers,
+            response_headers=static.response_headers,
+            fault=static.fault,
+            path=_rewrite_path(request, route) if forwarding else None,
+            authority=static.authority,
+        )
+
+    def _static(self, vhost: _VirtualHost, route: _Route, picked: _WeightedCluster | None) -> _Static:
+        """What a decision takes from the messages alone (the same for every request)."""
+        action = route.proto.route
         req_levels = [picked.request_headers if picked else None, route.request_headers, vhost.request_headers]
         resp_levels = [picked.response_headers if picked else None, route.response_headers, vhost.response_headers]
         req = [m for m in [*req_levels, self._request_headers] if m]
@@ -303,17 +352,13 @@ class RouteTable:
         retry = action.retry_policy if action.HasField("retry_policy") else None
         if retry is None and vhost.proto.HasField("retry_policy"):
             retry = vhost.proto.retry_policy
-        mirrors = action.request_mirror_policies or vhost.proto.request_mirror_policies
-        return RouteDecision(
-            **base,  # type: ignore[arg-type]
-            direct_response=direct,
-            timeout=_timeout(action) if forwarding else None,
-            retry_policy=retry if forwarding else None,
-            mirror_clusters=tuple(_sampled_mirrors(mirrors, request, rng)) if forwarding else (),
+        return _Static(
             request_headers=tuple(req),
             response_headers=tuple(resp),
             fault=fault,
-            path=_rewrite_path(request, route) if forwarding else None,
+            retry=retry,
+            timeout=_timeout(action),
+            mirrors=tuple(action.request_mirror_policies or vhost.proto.request_mirror_policies),
             authority=(picked.host_rewrite if picked and picked.host_rewrite else None)
             or action.host_rewrite_literal
             or None,

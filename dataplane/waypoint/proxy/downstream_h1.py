@@ -66,16 +66,19 @@ async def send_response(conn: h11.Connection, stream: ByteStream, response: Http
         headers.append(("content-length", str(len(response.body))))
     elif response.length is not None:
         headers.append(("content-length", str(response.length)))
-    await stream.write(conn.send(h11.Response(status_code=response.status, headers=headers)))
+    head = conn.send(h11.Response(status_code=response.status, headers=headers))
     if isinstance(response.body, bytes):
-        if response.body:
-            await stream.write(conn.send(h11.Data(data=response.body)))
+        # One write for head, body and end: each write is an HBONE DATA frame, a TLS record and
+        # a send system call, here and again in the peer's ztunnel.
+        body = conn.send(h11.Data(data=response.body)) if response.body else b""
+        await stream.write(head + body + conn.send(h11.EndOfMessage()))
         response.bytes_sent = len(response.body)
-    else:
-        async for chunk in response.body:
-            if chunk:
-                response.bytes_sent += len(chunk)
-                await stream.write(conn.send(h11.Data(data=chunk)))
+        return
+    await stream.write(head)  # a streamed body: the head goes now, the chunks as they come
+    async for chunk in response.body:
+        if chunk:
+            response.bytes_sent += len(chunk)
+            await stream.write(conn.send(h11.Data(data=chunk)))
     await stream.write(conn.send(h11.EndOfMessage()))
 
 

@@ -63,8 +63,10 @@ class Forwarder:
             return Forwarded(replies.local_reply(grpc, 503, replies.OVERFLOW, flags="UO", details="overflow"), None)
         tried: list[Endpoint] = []
         try:
-            attempts = self._attempts(state, request, head, decision, tried, original)
-            return await asyncio.wait_for(attempts, decision.timeout)
+            # asyncio.timeout, not wait_for: wait_for wraps the coroutine in a new Task per call
+            # (two per request with the per-try timeout); a timeout is one timer handle.
+            async with asyncio.timeout(decision.timeout):
+                return await self._attempts(state, request, head, decision, tried, original)
         except TimeoutError:
             reply = replies.local_reply(grpc, 504, replies.TIMEOUT, flags="UT", details="upstream_response_timeout")
             return Forwarded(reply, tried[-1] if tried else None)
@@ -116,9 +118,11 @@ class Forwarder:
         outcome = _Attempt(UpstreamResult(failure=UpstreamFailure.PER_TRY_TIMEOUT))
         state.request_started(endpoint)
         try:
-            response = await asyncio.wait_for(
-                self._upstreams.request(state, endpoint, request, head, http2), per_try_timeout
-            )
+            if per_try_timeout is None:  # the usual case: only the route timeout applies
+                response = await self._upstreams.request(state, endpoint, request, head, http2)
+            else:
+                async with asyncio.timeout(per_try_timeout):
+                    response = await self._upstreams.request(state, endpoint, request, head, http2)
             outcome = _Attempt(UpstreamResult(status=response.status, headers=tuple(response.headers)), response)
         except TimeoutError:
             outcome.error = "per-try timeout"
@@ -141,7 +145,10 @@ class Forwarder:
         if upstream is not None:
             response = HttpResponse(upstream.status, upstream.headers, upstream.body, length=upstream.length)
             response.upstream_host = f"{endpoint.address}:{endpoint.port}"
-            response.body = b"" if upstream.headers_only else _with_trailers(upstream, response)
+            if upstream.headers_only:
+                response.body = b""
+            elif not isinstance(upstream.body, bytes):  # bytes: read whole with the head, no trailers
+                response.body = _with_trailers(upstream, response)
             return _retried(response, exhausted)
         grpc = request.is_grpc
         failure = outcome.result.failure

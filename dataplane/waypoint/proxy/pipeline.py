@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import secrets
 import time
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +22,7 @@ from ..l7.rbac import DENIED_BODY, DENIED_STATUS
 from ..l7.rbac import RESPONSE_FLAG as RBAC_FLAG
 from ..l7.routing import NO_ROUTE_FLAG, NO_ROUTE_STATUS, RouteDecision
 from ..l7.upstreams import Endpoint
-from ..telemetry import Metrics, Reporting, RequestRecord, Source, log_request
+from ..telemetry import Metrics, Reporting, RequestRecord, Source, access_log_enabled, log_request
 from .clusters import UpstreamClusters
 from .forward import Forwarder
 from .local_reply import local_reply
@@ -82,6 +80,7 @@ class Pipeline:
         self._metrics = metrics
         self._cluster_id = cluster_id
         self._rng = random.Random()
+        self._ids = random.Random()  # request and trace ids (seeded from the OS)
         self._forwarder = Forwarder(clusters, upstreams, self._rng)
         self._active_faults = 0
         self._mirrors: set[asyncio.Task[None]] = set()
@@ -104,7 +103,7 @@ class Pipeline:
         """Answer one request (never raises for a request's own failure)."""
         started = time.monotonic()
         span = self._tracer.start(request) if self._tracer is not None else None  # names itself upstream
-        _add_request_headers(request)
+        _add_request_headers(request, self._ids)
         l7 = self._l7_request(down, request)
         outcome = self._authenticate_and_authorize(down.chain, request, l7)
         if outcome is None:
@@ -258,6 +257,32 @@ class Pipeline:
                 response_bytes=size,
             )
         )
+        if access_log_enabled():
+            self._log(down, request, outcome, duration, grpc_status, size)
+        if outcome.span is not None:
+            outcome.span.finish(
+                decision.route_name if decision else None,
+                method=request.method,
+                path=request.target,
+                status=response.status,
+                authority=request.authority,
+                upstream_cluster=decision.cluster if decision else None,
+                response_flags=response.flags,
+                source_principal=down.source.principal,
+                request_id=request.header("x-request-id"),
+            )
+
+    def _log(
+        self,
+        down: Downstream,
+        request: HttpRequest,
+        outcome: _Outcome,
+        duration: float,
+        grpc_status: str | None,
+        size: int,
+    ) -> None:
+        """The access-log line (built only when the access log is on)."""
+        response, decision = outcome.response, outcome.decision
         log_request(
             {
                 "method": request.method,
@@ -283,27 +308,30 @@ class Pipeline:
                 **({"sni": down.sni} if down.sni else {}),
             }
         )
-        if outcome.span is not None:
-            outcome.span.finish(
-                decision.route_name if decision else None,
-                method=request.method,
-                path=request.target,
-                status=response.status,
-                authority=request.authority,
-                upstream_cluster=decision.cluster if decision else None,
-                response_flags=response.flags,
-                source_principal=down.source.principal,
-                request_id=request.header("x-request-id"),
-            )
 
 
-def _add_request_headers(request: HttpRequest) -> None:
+def _add_request_headers(request: HttpRequest, ids: random.Random) -> None:
     """`x-forwarded-proto`, `x-request-id` when missing, W3C `traceparent` (a new trace when
-    absent: version 00, 16-byte trace id, 8-byte parent id, sampled)."""
+    absent: version 00, 16-byte trace id, 8-byte parent id, sampled).
+
+    The ids come from `ids`, a PRNG seeded from the OS, not from `uuid4` / `secrets` (a getrandom
+    system call each): they must be unique, not secret (Envoy's come from its own PRNG too)."""
     names = {k for k, _ in request.headers}
-    request.headers = [(k, v) for k, v in request.headers if k != "x-forwarded-proto"]
+    if "x-forwarded-proto" in names:
+        request.headers = [(k, v) for k, v in request.headers if k != "x-forwarded-proto"]
     request.headers.append(("x-forwarded-proto", request.scheme))
     if "x-request-id" not in names:
-        request.headers.append(("x-request-id", str(uuid.uuid4())))
+        request.headers.append(("x-request-id", _uuid4(ids.getrandbits(128))))
     if "traceparent" not in names:
-        request.headers.append(("traceparent", f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"))
+        trace_id, parent_id = ids.getrandbits(128) or 1, ids.getrandbits(64) or 1  # all-zero ids are invalid
+        request.headers.append(("traceparent", f"00-{trace_id:032x}-{parent_id:016x}-01"))
+
+
+def _uuid4(bits: int) -> str:
+    """A version-4 UUID (RFC 9562 §5.4) in its text form, from 128 random bits."""
+    h = f"{(bits & _UUID_CLEAR) | _UUID_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # the version and variant bits
+_UUID_SET = (0x4000 << 64) | (0x8000 << 48)  # version 4, variant 10

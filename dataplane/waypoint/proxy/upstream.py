@@ -92,6 +92,29 @@ class _H1:
             self.conn.receive_data(await self.stream.read())
 
 
+def _body_at_hand(h1: _H1) -> tuple[list[bytes], bool]:
+    """The body parts h11 can give from bytes already received (a content-length body that came
+    with its head, as a small answer does), and whether it is complete. A complete body is
+    handed on as bytes: one downstream write for head and body, no per-chunk generators, and
+    the connection back in its pool at once. A protocol error is left for the streamed body to
+    raise (h11 raises it again on the next read)."""
+    parts: list[bytes] = []
+    conn = h1.conn
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError:
+            return parts, False
+        if type(event) is h11.Data:
+            parts.append(bytes(event.data))
+        elif event is h11.NEED_DATA:
+            return parts, False
+        elif type(event) is h11.EndOfMessage:
+            return parts, True
+        else:
+            raise StreamClosed(f"unexpected {type(event).__name__} in a response body")
+
+
 def _over_limit(state: ClusterState) -> bool:
     breakers = state.breakers
     return breakers.in_use[Resource.CONNECTIONS] > breakers.limits[Resource.CONNECTIONS]
@@ -227,12 +250,19 @@ class Upstreams:
         if request.method == "HEAD" or event.status_code in (204, 304):
             length = None
         response = UpstreamResponse(event.status_code, kept, None, length)  # type: ignore[arg-type]
-        response.body = self._body(h1)
+        parts, complete = _body_at_hand(h1) if length is not None else ([], False)
+        if complete:
+            response.body = b"".join(parts)
+            self._release(h1)
+        else:
+            response.body = self._body(h1, parts)
         return response
 
-    async def _body(self, h1: _H1):
+    async def _body(self, h1: _H1, at_hand: list[bytes]):
         finished = False
         try:
+            for chunk in at_hand:
+                yield chunk
             while True:  # ends with EndOfMessage, or an error when the connection closes
                 event = await h1.next_event()
                 if isinstance(event, h11.Data):

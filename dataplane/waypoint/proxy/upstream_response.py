@@ -36,12 +36,14 @@ class RequestHead:
 
 @dataclass
 class UpstreamResponse:
-    """Status and headers of an upstream answer; `body` streams the rest (consume or `discard`);
-    `trailers` are set once the body has been read to its end (HTTP/2 only)."""
+    """Status and headers of an upstream answer; `body` streams the rest (consume or `discard`),
+    or is the whole body as bytes when it had already arrived with the head (HTTP/1.1 with a
+    content-length; the connection is then back in its pool); `trailers` are set once the body
+    has been read to its end (HTTP/2 only)."""
 
     status: int
     headers: list[tuple[str, str]]
-    body: AsyncIterator[bytes]
+    body: AsyncIterator[bytes] | bytes
     length: int | None
     trailers: list[tuple[str, str]] | None = None
     # The head ended the stream (a headers-only answer; for gRPC, "trailers-only" with
@@ -49,8 +51,10 @@ class UpstreamResponse:
     headers_only: bool = False
 
 
-async def discard(body: AsyncIterator[bytes]) -> int:
+async def discard(body: AsyncIterator[bytes] | bytes) -> int:
     """Read and drop a response body (mirrors, retried attempts); its size."""
+    if isinstance(body, bytes):
+        return len(body)
     size = 0
     async for chunk in body:
         size += len(chunk)
