@@ -20,20 +20,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
-import os
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import loadgen  # closed-loop and paced load, the cluster run
 import ztunnel_bench as zb  # shared cluster and measurement helpers
 
 from tests.minica import MiniCa
@@ -118,76 +117,6 @@ async def open_path(address: str, port: int, tls: ssl.SSLContext | None):
     return reader, writer
 
 
-async def one_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    writer.write(REQUEST)
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
-    return int(head.split(b" ", 2)[1])
-
-
-async def closed_loop(address: str, port: int, tls: ssl.SSLContext | None, conns: int, seconds: float) -> dict:
-    latencies: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal errors
-        reader, writer = await open_path(address, port, tls)
-        while time.perf_counter() < stop:
-            sent = time.perf_counter()
-            if await one_request(reader, writer) != 200:
-                errors += 1
-            latencies.append((time.perf_counter() - sent) * 1e6)
-        writer.close()
-
-    begin = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(conns)))
-    elapsed = time.perf_counter() - begin
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50": zb.percentile(latencies, 0.5),
-        "p99": zb.percentile(latencies, 0.99),
-        "errors": errors,
-    }
-
-
-async def paced(
-    address: str, port: int, tls: ssl.SSLContext | None, rate: float, seconds: float, pid: int | None, conns: int = 4
-) -> dict:
-    streams = [await open_path(address, port, tls) for _ in range(conns)]
-    latencies: list[float] = []
-    interval = conns / rate
-
-    async def drive(reader, writer, offset: float) -> None:
-        n = 0
-        while (due := begin + offset + n * interval) < begin + seconds:
-            if (delay := due - time.perf_counter()) > 0:
-                await asyncio.sleep(delay)
-            sent = time.perf_counter()
-            await one_request(reader, writer)
-            latencies.append((time.perf_counter() - sent) * 1e6)
-            n += 1
-
-    cpu_before = zb.cpu_seconds(pid) if pid else 0.0
-    begin = time.perf_counter()
-    await asyncio.gather(*(drive(r, w, i * interval / conns) for i, (r, w) in enumerate(streams)))
-    elapsed = time.perf_counter() - begin
-    cpu = (zb.cpu_seconds(pid) - cpu_before) if pid else 0.0
-    for _, writer in streams:
-        writer.close()
-    achieved = len(latencies) / elapsed
-    return {
-        "rps": achieved,
-        "p50": zb.percentile(latencies, 0.5),
-        "p99": zb.percentile(latencies, 0.99),
-        "vcpu_per_1000rps": (cpu / elapsed) / (achieved / 1000) if pid and achieved else None,
-    }
-
-
 def gateway_pid() -> int:
     out = subprocess.run(
         ["pgrep", "-f", "waypoint --gateway default/edge --mode ingress"], capture_output=True, text=True
@@ -203,26 +132,17 @@ async def run(state: Path, args: argparse.Namespace) -> dict:
         web_ip, gateway_ip, tls = setup(client, state)
     pid = gateway_pid()
     paths = {"direct": (web_ip, 8080, None), "gateway": (gateway_ip, 443, tls)}
+    errors = (OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError)
     for address, port, context in paths.values():  # until both answer, then warm up
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                reader, writer = await open_path(address, port, context)
-                status = await asyncio.wait_for(one_request(reader, writer), 5)
-                writer.close()
-                if status == 200:
-                    break
-            except (OSError, TimeoutError, asyncio.IncompleteReadError, ssl.SSLError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{address}:{port} does not answer")
-            await asyncio.sleep(0.3)
-        await closed_loop(address, port, context, 2, 1)
+        opener = functools.partial(open_path, address, port, context)
+        await loadgen.until_answers(opener, REQUEST, f"{address}:{port}", errors)
+        await loadgen.closed_loop(opener, REQUEST, 2, 1)
     figures: dict = {}
     for name, (address, port, context) in paths.items():
+        opener = functools.partial(open_path, address, port, context)
         figures[name] = {
-            "closed": await closed_loop(address, port, context, args.conns, args.seconds),
-            "paced": await paced(address, port, context, args.rate, args.seconds, pid if name == "gateway" else None),
+            "closed": await loadgen.closed_loop(opener, REQUEST, args.conns, args.seconds),
+            "paced": await loadgen.paced(opener, REQUEST, args.rate, args.seconds, pid if name == "gateway" else None),
         }
     figures["gateway_rss_mb"] = zb.rss_mb(pid)
     return figures
@@ -255,17 +175,7 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=8)
     parser.add_argument("--rate", type=float, default=500)
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("ingress_bench: needs root (network namespaces)")
-    if zb.netns.exists("mesh-underlay"):
-        sys.exit("ingress_bench: a cluster is already up on this machine (meshctl cluster down first)")
-    state = Path(tempfile.mkdtemp(prefix="ingress-bench-"))
-    try:
-        zb.meshctl("cluster", "up", "--nodes", "2", "--state-dir", str(state))
-        uvloop.install()
-        report(asyncio.run(run(state, args)), args)
-    finally:
-        zb.meshctl("cluster", "down", "--state-dir", str(state))
+    loadgen.on_a_new_cluster("ingress_bench", lambda state: run(state, args), lambda figures: report(figures, args))
 
 
 if __name__ == "__main__":

@@ -26,14 +26,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # the cluster run
 import waypoint_bench as wb  # open_keepalive / Target for requests from inside a pod
 import ztunnel_bench as zb  # shared cluster and measurement helpers
 
@@ -273,17 +272,7 @@ def main() -> None:
     args = parser.parse_args()
     if not 0 < args.minutes <= 60:
         sys.exit("soak_bench: --minutes must be in (0, 60]")
-    if os.geteuid() != 0:
-        sys.exit("soak_bench: needs root (network namespaces)")
-    if zb.netns.exists("mesh-underlay"):
-        sys.exit("soak_bench: a cluster is already up on this machine (meshctl cluster down first)")
-    state = Path(tempfile.mkdtemp(prefix="soak-bench-"))
-    try:
-        zb.meshctl("cluster", "up", "--nodes", "2", "--state-dir", str(state))
-        uvloop.install()
-        report(asyncio.run(run(state, args)), args)
-    finally:
-        zb.meshctl("cluster", "down", "--state-dir", str(state))
+    loadgen.on_a_new_cluster("soak_bench", lambda state: run(state, args), lambda result: report(result, args))
 
 
 if __name__ == "__main__":

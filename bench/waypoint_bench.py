@@ -21,19 +21,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
-import os
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # closed-loop and paced load, the cluster run
 import ztunnel_bench as zb  # shared cluster and measurement helpers
 
 BODY = b"q" * 1024
@@ -111,106 +109,23 @@ async def open_keepalive(target: Target) -> tuple[asyncio.StreamReader, asyncio.
     return await zb.open_from(zb.PodPair(target.name, target.client_netns, target.address), target.port)
 
 
-async def one_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    """Send one request and read its whole answer; the status code."""
-    writer.write(REQUEST)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        if line.lower().startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-    await reader.readexactly(length)
-    return status
-
-
-async def closed_loop(target: Target, conns: int, seconds: float) -> dict:
-    latencies: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        nonlocal errors
-        reader, writer = await open_keepalive(target)
-        while time.perf_counter() < stop:
-            sent = time.perf_counter()
-            if await one_request(reader, writer) != 200:
-                errors += 1
-            latencies.append((time.perf_counter() - sent) * 1e6)
-        writer.close()
-
-    begin = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(conns)))
-    elapsed = time.perf_counter() - begin
-    return {
-        "rps": len(latencies) / elapsed,
-        "p50": zb.percentile(latencies, 0.5),
-        "p99": zb.percentile(latencies, 0.99),
-        "errors": errors,
-    }
-
-
-async def paced(target: Target, rate: float, seconds: float, pid: int | None, conns: int = 4) -> dict:
-    streams = [await open_keepalive(target) for _ in range(conns)]
-    latencies: list[float] = []
-    interval = conns / rate
-
-    async def drive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, offset: float) -> None:
-        n = 0
-        while (due := begin + offset + n * interval) < begin + seconds:
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent = time.perf_counter()
-            await one_request(reader, writer)
-            latencies.append((time.perf_counter() - sent) * 1e6)
-            n += 1
-
-    cpu_before = zb.cpu_seconds(pid) if pid else 0.0
-    begin = time.perf_counter()
-    await asyncio.gather(*(drive(r, w, i * interval / conns) for i, (r, w) in enumerate(streams)))
-    elapsed = time.perf_counter() - begin
-    cpu = (zb.cpu_seconds(pid) - cpu_before) if pid else 0.0
-    for _, writer in streams:
-        writer.close()
-    achieved = len(latencies) / elapsed
-    return {
-        "rps": achieved,
-        "p50": zb.percentile(latencies, 0.5),
-        "p99": zb.percentile(latencies, 0.99),
-        "vcpu_per_1000rps": (cpu / elapsed) / (achieved / 1000) if pid and achieved else None,
-    }
-
-
-async def ready(target: Target, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            reader, writer = await open_keepalive(target)
-            status = await asyncio.wait_for(one_request(reader, writer), 5)
-            writer.close()
-            if status == 200:
-                return
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the {target.name} path does not answer")
-        await asyncio.sleep(0.3)
-
-
 async def run(state: Path, args: argparse.Namespace) -> dict:
     with zb.api(state) as client:
         targets = setup(client)
     deploy_waypoint(state)
     pid = waypoint_pid()
+    errors = (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError)
     for target in targets:
-        await ready(target)
-        await closed_loop(target, 2, 1)  # warm up connections, certificates, pools
+        opener = functools.partial(open_keepalive, target)
+        await loadgen.until_answers(opener, REQUEST, f"the {target.name} path", errors)
+        await loadgen.closed_loop(opener, REQUEST, 2, 1)  # warm up connections, certificates, pools
     figures = {}
     for target in targets:
+        opener = functools.partial(open_keepalive, target)
+        pace_pid = pid if target.name == "waypoint" else None
         figures[target.name] = {
-            "closed": await closed_loop(target, args.conns, args.seconds),
-            "paced": await paced(target, args.rate, args.seconds, pid if target.name == "waypoint" else None),
+            "closed": await loadgen.closed_loop(opener, REQUEST, args.conns, args.seconds),
+            "paced": await loadgen.paced(opener, REQUEST, args.rate, args.seconds, pace_pid),
         }
     figures["waypoint_rss_mb"] = zb.rss_mb(pid)
     return figures
@@ -247,17 +162,7 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=8, help="keep-alive connections of the closed loop")
     parser.add_argument("--rate", type=float, default=500, help="paced request rate (requests/s)")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("waypoint_bench: needs root (network namespaces)")
-    if zb.netns.exists("mesh-underlay"):
-        sys.exit("waypoint_bench: a cluster is already up on this machine (meshctl cluster down first)")
-    state = Path(tempfile.mkdtemp(prefix="waypoint-bench-"))
-    try:
-        zb.meshctl("cluster", "up", "--nodes", "2", "--state-dir", str(state))
-        uvloop.install()
-        report(asyncio.run(run(state, args)), args)
-    finally:
-        zb.meshctl("cluster", "down", "--state-dir", str(state))
+    loadgen.on_a_new_cluster("waypoint_bench", lambda state: run(state, args), lambda figures: report(figures, args))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import httpx
 import yaml
 
 from .kubeconfig import KubeconfigError
-from .waypoint import Api, WaypointError
+from .waypoint import Api, WaypointError, gateway_list
 from .xds import table
 
 Json = dict[str, Any]
@@ -32,25 +32,20 @@ def _state(conditions: list[Json] | None, kind: str) -> str:
 
 def render_list(gateways: list[Json], all_namespaces: bool, output: str) -> str:
     """NAME CLASS ADDRESS PROGRAMMED LISTENERS (like `kubectl get gateway`), or the List as json/yaml."""
-    if output in ("json", "yaml"):
-        doc = {"apiVersion": "v1", "kind": "List", "items": gateways}
-        return json.dumps(doc, indent=2) if output == "json" else yaml.safe_dump(doc, sort_keys=False).rstrip()
-    if not gateways:
-        return "No ingress gateways found."
-    rows = []
-    for gw in gateways:
+
+    def row(gw: Json) -> list[str]:
         meta, status = gw["metadata"], gw.get("status") or {}
         addresses = ",".join(a.get("value", "") for a in status.get("addresses") or []) or "<none>"
-        row = [
+        return [
             meta["name"],
             gw["spec"].get("gatewayClassName", ""),
             addresses,
             _state(status.get("conditions"), "Programmed"),
             str(len(gw["spec"].get("listeners") or [])),
         ]
-        rows.append([meta["namespace"], *row] if all_namespaces else row)
+
     headers = ["NAME", "CLASS", "ADDRESS", "PROGRAMMED", "LISTENERS"]
-    return table(["NAMESPACE", *headers] if all_namespaces else headers, rows)
+    return gateway_list(gateways, all_namespaces, output, "No ingress gateways found.", headers, row)
 
 
 def render_status(gw: Json) -> tuple[str, bool]:

@@ -14,44 +14,14 @@ import httpx
 
 from mesh.kubeclient import Resource
 from mesh.resources.registry import default_registry
-from services.xds.model import (
-    AUTHORIZATION_POLICIES,
-    DESTINATION_RULES,
-    GATEWAYS,
-    GRPC_ROUTES,
-    HTTP_ROUTES,
-    NAMESPACES,
-    NODES,
-    PEER_AUTHENTICATIONS,
-    PODS,
-    REQUEST_AUTHENTICATIONS,
-    SERVICE_ENTRIES,
-    SERVICES,
-    VIRTUAL_SERVICES,
-    WORKLOAD_ENTRIES,
-    ConfigStore,
-)
+from services.xds.model import REFERENCE_GRANTS, WATCHED, ConfigStore
 
 Json = dict[str, Any]
 
-# What the translators read for workloads, services, waypoints, routes and policies. Secrets
-# (which mesh-xds also watches, for ingress certificates) are deliberately not read.
-KINDS: tuple[str, ...] = (
-    NAMESPACES,
-    NODES,
-    PODS,
-    SERVICES,
-    SERVICE_ENTRIES,
-    WORKLOAD_ENTRIES,
-    VIRTUAL_SERVICES,
-    DESTINATION_RULES,
-    AUTHORIZATION_POLICIES,
-    PEER_AUTHENTICATIONS,
-    REQUEST_AUTHENTICATIONS,
-    GATEWAYS,
-    HTTP_ROUTES,
-    GRPC_ROUTES,
-)
+# What the translators read for workloads, services, waypoints, routes and policies: mesh-xds's
+# WATCHED kinds, in its order, but for ReferenceGrants. Secrets (which mesh-xds also follows, for
+# ingress certificates) are deliberately not read.
+KINDS: tuple[str, ...] = tuple(kind for kind in WATCHED if kind != REFERENCE_GRANTS)
 
 
 class SnapshotError(Exception):

@@ -159,22 +159,37 @@ def is_waypoint(gateway: Json) -> bool:
     return (gateway.get("spec") or {}).get("gatewayClassName") == WAYPOINT_CLASS
 
 
-def render_list(gateways: list[Json], all_namespaces: bool, output: str) -> str:
-    """istioctl's `waypoint list` table, or the Gateways as a List with -o json|yaml."""
+def gateway_list(
+    gateways: list[Json],
+    all_namespaces: bool,
+    output: str,
+    empty: str,
+    headers: list[str],
+    row: Callable[[Json], list[str]],
+) -> str:
+    """Gateways as a table of `headers` (a NAMESPACE column first with `all_namespaces`), one
+    `row(gateway)` each, or as a List with -o json|yaml; `empty` when there are none (the waypoint
+    and ingress gateway lists)."""
     if output in ("json", "yaml"):
         doc = {"apiVersion": "v1", "kind": "List", "items": gateways}
         return json.dumps(doc, indent=2) if output == "json" else yaml.safe_dump(doc, sort_keys=False).rstrip()
     if not gateways:
-        return "No waypoints found."
-    rows = []
-    for gw in gateways:
+        return empty
+    rows = [[gw["metadata"]["namespace"], *row(gw)] if all_namespaces else row(gw) for gw in gateways]
+    return table(["NAMESPACE", *headers] if all_namespaces else headers, rows)
+
+
+def render_list(gateways: list[Json], all_namespaces: bool, output: str) -> str:
+    """istioctl's `waypoint list` table, or the Gateways as a List with -o json|yaml."""
+
+    def row(gw: Json) -> list[str]:
         meta = gw["metadata"]
         labels = meta.get("labels") or {}
         programmed = (_conditions(gw).get("Programmed") or {}).get("status", "False")
-        row = [meta["name"], labels.get(REVISION, "default"), labels.get(WAYPOINT_FOR, "service"), programmed]
-        rows.append([meta["namespace"], *row] if all_namespaces else row)
+        return [meta["name"], labels.get(REVISION, "default"), labels.get(WAYPOINT_FOR, "service"), programmed]
+
     headers = ["NAME", "REVISION", "TRAFFIC TYPE", "PROGRAMMED"]
-    return table(["NAMESPACE", *headers] if all_namespaces else headers, rows)
+    return gateway_list(gateways, all_namespaces, output, "No waypoints found.", headers, row)
 
 
 # --- the commands --------------------------------------------------------------------------------

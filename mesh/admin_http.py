@@ -12,8 +12,14 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from mesh.readiness import Readiness
 
 log = logging.getLogger("mesh.admin")
+JSON = "application/json"
 MAX_HEAD = 16 << 10
 READ_TIMEOUT = 10.0
 _REASONS = {
@@ -75,3 +81,51 @@ async def _serve(routes: Routes, reader: asyncio.StreamReader, writer: asyncio.S
 async def serve(host: str, port: int, routes: Routes) -> asyncio.Server:
     """Start answering `routes` (exact paths) on host:port."""
     return await asyncio.start_server(lambda r, w: _serve(routes, r, w), host, port, limit=MAX_HEAD, reuse_address=True)
+
+
+# --- the routes both proxies serve ---------------------------------------------------------------------
+
+
+class Exposition(Protocol):
+    """Metrics that render themselves in Prometheus' text format."""
+
+    def exposition(self) -> bytes: ...
+
+
+def admin_routes(proxy: str, config_dump: Callable[[], Any], quit_: Callable[[], None]) -> Routes:
+    """`/config_dump` (the JSON `config_dump()` returns), `POST /quitquitquit` (calls `quit_`), and
+    an index naming them, for `proxy` (ztunnel, waypoint)."""
+
+    async def dump(_method: str) -> Response:
+        return Response(200, orjson.dumps(config_dump(), option=orjson.OPT_INDENT_2), JSON)
+
+    async def quit_route(method: str) -> Response:
+        if method != "POST":
+            return text(405, "use POST /quitquitquit")
+        quit_()
+        return text(200, "OK: draining")
+
+    async def index(_method: str) -> Response:
+        return text(200, f"{proxy} admin: /config_dump, /quitquitquit (POST)")
+
+    return {"/": index, "/config_dump": dump, "/quitquitquit": quit_route}
+
+
+def metrics_routes(metrics: Exposition, content_type: str) -> Routes:
+    """`/stats/prometheus` (Istio's path) and `/metrics`, both the exposition."""
+
+    async def scrape(_method: str) -> Response:
+        return Response(200, metrics.exposition(), content_type)
+
+    return {"/stats/prometheus": scrape, "/metrics": scrape}
+
+
+def readiness_routes(readiness: Readiness) -> Routes:
+    """`/healthz/ready`: 200 once every registered token is ready, else 503 naming the rest."""
+
+    async def ready(_method: str) -> Response:
+        if readiness.ready:
+            return text(200, "ready")
+        return text(503, "not ready: waiting for " + ", ".join(readiness.pending()))
+
+    return {"/healthz/ready": ready}

@@ -343,6 +343,24 @@ def create_node(istiod: Istiod, name: str) -> str:
         return response.json()["metadata"]["annotations"]["mesh.istio.io/node-token"]
 
 
+def pod_body(name: str, sa: str, node: str, ns: str = "default") -> dict:
+    """A Pod of service account `sa` bound to `node`, as a scheduler would leave it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"serviceAccountName": sa, "nodeName": node, "containers": [{"name": "c"}]},
+    }
+
+
+def create_pod(istiod: Istiod, name: str, sa: str, node: str = "node-1", ns: str = "default") -> str:
+    """Create the pod through the API (it must be created); returns its uid."""
+    with istiod.client() as client:
+        response = client.post(f"/api/v1/namespaces/{ns}/pods", json=pod_body(name, sa, node, ns))
+        assert response.status_code == 201, response.text
+        return response.json()["metadata"]["uid"]
+
+
 # --- mesh-xds -----------------------------------------------------------------------------------
 
 

@@ -1,7 +1,9 @@
-"""A test CA made with `cryptography`, for servers and clients outside the mesh (ingress tests)."""
+"""A test CA made with `cryptography`, for servers and clients outside the mesh (ingress tests), and
+self-signed pairs with the `kubernetes.io/tls` Secret that carries one."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 from dataclasses import dataclass
 
@@ -59,3 +61,36 @@ class MiniCa:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         return Issued(cert.public_bytes(serialization.Encoding.PEM), key_pem, cert.serial_number)
+
+
+def self_signed(host: str) -> tuple[bytes, bytes]:
+    """A self-signed certificate for `host` and its key, PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), pem_key
+
+
+def tls_secret(name: str, cert: bytes, key: bytes) -> dict:
+    """A `kubernetes.io/tls` Secret `name` holding the pair."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": base64.b64encode(cert).decode(), "tls.key": base64.b64encode(key).decode()},
+    }

@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from google.protobuf import json_format
 
-from mesh.admin_http import Response, Routes, text
+from mesh import admin_http
+from mesh.admin_http import Routes
+from mesh.admin_http import readiness_routes as readiness_routes  # served by app.py from here
 from mesh.readiness import Readiness
 
 from .config import ConfigStore
@@ -28,8 +29,6 @@ from .proxy.clusters import UpstreamClusters
 from .settings import WaypointConfig
 from .telemetry import CONTENT_TYPE, Metrics
 from .xds_client import XdsClient
-
-JSON = "application/json"
 
 
 @dataclass(frozen=True)
@@ -139,32 +138,10 @@ def _cluster_state(state: ClusterState | None) -> dict[str, Any]:
 
 
 def admin_routes(src: AdminSources) -> Routes:
-    async def dump(_method: str) -> Response:
-        return Response(200, orjson.dumps(config_dump(src), option=orjson.OPT_INDENT_2), JSON)
-
-    async def quit_(method: str) -> Response:
-        if method != "POST":
-            return text(405, "use POST /quitquitquit")
-        src.quit()
-        return text(200, "OK: draining")
-
-    async def index(_method: str) -> Response:
-        return text(200, "waypoint admin: /config_dump, /quitquitquit (POST)")
-
-    return {"/": index, "/config_dump": dump, "/quitquitquit": quit_}
+    """`/config_dump`, `POST /quitquitquit` (mesh/admin_http.py's routes)."""
+    return admin_http.admin_routes("waypoint", lambda: config_dump(src), src.quit)
 
 
 def metrics_routes(metrics: Metrics) -> Routes:
-    async def scrape(_method: str) -> Response:
-        return Response(200, metrics.exposition(), CONTENT_TYPE)
-
-    return {"/stats/prometheus": scrape, "/metrics": scrape}
-
-
-def readiness_routes(readiness: Readiness) -> Routes:
-    async def ready(_method: str) -> Response:
-        if readiness.ready:
-            return text(200, "ready")
-        return text(503, "not ready: waiting for " + ", ".join(readiness.pending()))
-
-    return {"/healthz/ready": ready}
+    """`/stats/prometheus` and `/metrics`."""
+    return admin_http.metrics_routes(metrics, CONTENT_TYPE)

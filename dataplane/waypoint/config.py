@@ -33,6 +33,8 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from google.protobuf import any_pb2, message
 
+from mesh.xds.envoy_routes import route_clusters
+
 from .ingress.tls_config import DownstreamTls, Secret, TlsConfigError, downstream_tls, secret_from_proto
 from .l7 import upstreams
 from .l7.jwt import Authenticator
@@ -210,21 +212,6 @@ def _checked_assignment(cla: endpoint_pb2.ClusterLoadAssignment) -> endpoint_pb2
         if endpoint.tunnel not in ("hbone", "plaintext"):
             raise ConfigRejected(f"endpoint {endpoint.address}: tunnel {endpoint.tunnel!r} is not hbone or plaintext")
     return cla
-
-
-def route_clusters(route_config: route_pb2.RouteConfiguration) -> set[str]:
-    """Every cluster a RouteConfiguration names (routes, weighted splits, mirrors)."""
-    names: set[str] = set()
-    for vhost in route_config.virtual_hosts:
-        for route in vhost.routes:
-            if not route.HasField("route"):
-                continue
-            action = route.route
-            if action.cluster:
-                names.add(action.cluster)
-            names.update(w.name for w in action.weighted_clusters.clusters)
-            names.update(m.cluster for m in action.request_mirror_policies if m.cluster)
-    return names
 
 
 def _convert(type_url: str, name: str, resource: any_pb2.Any) -> object:

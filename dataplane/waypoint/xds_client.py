@@ -20,6 +20,7 @@ from collections.abc import Callable
 import grpc
 from google.protobuf import any_pb2
 
+from mesh.xds.ads_stream import AdsStream
 from mesh.xds.delta_client import DeltaClient
 
 from .config import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE, ConfigStore
@@ -28,8 +29,6 @@ from .settings import WaypointConfig
 
 log = logging.getLogger("waypoint.xds")
 
-INITIAL_BACKOFF = 0.01
-MAX_BACKOFF = 15.0
 _ORDER = (ROUTE_TYPE, SECRET_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE)
 
 
@@ -55,25 +54,18 @@ def node_metadata(config: WaypointConfig) -> dict[str, str]:
     return metadata
 
 
-def next_backoff(current: float) -> float:
-    """The delay after `current`: doubling, capped at 15 s."""
-    return min(max(current, INITIAL_BACKOFF) * 2, MAX_BACKOFF)
-
-
-class XdsClient:
-    """Keeps the ADS stream up and feeds the store; `on_update()` runs after each applied
-    response (the proxy rebuilds its cluster states from it)."""
+class XdsClient(AdsStream):
+    """Keeps the ADS stream up (mesh/xds/ads_stream.py) and feeds the store; `on_update()` runs
+    after each applied response (the proxy rebuilds its cluster states from it)."""
 
     def __init__(
         self, config: WaypointConfig, identity: WaypointIdentity, store: ConfigStore, on_update: Callable[[], None]
     ) -> None:
+        super().__init__(config.xds_address, log)
         self._config = config
         self._identity = identity
         self._store = store
         self._on_update = on_update
-        self._received = 0
-        self.connected = False
-        self.delta: DeltaClient | None = None
         self.ready = asyncio.Event()  # the Listener and every route config and Secret it names arrived
         self.rejections: list[str] = []  # the last NACK's reasons, for config_dump
 
@@ -109,7 +101,7 @@ class XdsClient:
                 delta.unsubscribe(type_url, gone)
                 self._store.apply(type_url, {}, gone)
 
-    async def _channel_credentials(self) -> grpc.ChannelCredentials:
+    async def _credentials(self) -> grpc.ChannelCredentials:
         cert = await self._identity.current()
         return grpc.ssl_channel_credentials(
             root_certificates=self._identity.roots_pem(),
@@ -134,31 +126,7 @@ class XdsClient:
 
     async def run(self) -> None:
         """Forever: connect, stream, and on any failure wait the back-off and reconnect."""
-        delay = INITIAL_BACKOFF
-        while True:
-            before = self._received
-            await self._stream_once()
-            if self._received > before:
-                delay = INITIAL_BACKOFF
-            log.info("xds: reconnecting", extra={"in_seconds": delay})
-            await asyncio.sleep(delay)
-            delay = next_backoff(delay)
-
-    async def _stream_once(self) -> None:
-        try:
-            credentials = await self._channel_credentials()
-            async with grpc.aio.secure_channel(self._config.xds_address, credentials) as channel:
-                self.delta = self._new_delta(channel)
-                self.connected = True
-                await self.delta.run_once()
-        except asyncio.CancelledError:
-            raise
-        except grpc.aio.AioRpcError as e:
-            log.warning("xds: stream ended", extra={"code": e.code().name, "details": e.details()})
-        except Exception as e:
-            log.warning("xds: cannot stream", extra={"error": f"{type(e).__name__}: {e}"})
-        finally:
-            self.connected = False
+        await self.keep_streaming()
 
     def status(self) -> dict[str, object]:
         """Per type: resources held, subscribed names, ACKs and NACKs (for config_dump)."""

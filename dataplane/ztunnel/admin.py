@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from mesh import admin_http
+from mesh.admin_http import readiness_routes as readiness_routes  # served by app.py from here
 from mesh.certs.manager import CertificateManager
 
 from .config_dump import CertificateView, certificate_json, policy_json, services_json, workload_json
-from .http import Response, Routes, text
+from .http import Routes
 from .identity import TlsContexts
 from .inpod.manager import WorkloadManager
 from .metrics import CONTENT_TYPE, Metrics
@@ -29,8 +29,6 @@ from .readiness import Readiness
 from .settings import ZtunnelConfig
 from .state import StateStore
 from .xds_client import XdsClient
-
-JSON = "application/json"
 
 
 @dataclass(frozen=True)
@@ -91,32 +89,10 @@ def config_dump(src: AdminSources) -> dict[str, Any]:
 
 
 def admin_routes(src: AdminSources) -> Routes:
-    async def dump(_method: str) -> Response:
-        return Response(200, orjson.dumps(config_dump(src), option=orjson.OPT_INDENT_2), JSON)
-
-    async def quit_(method: str) -> Response:
-        if method != "POST":
-            return text(405, "use POST /quitquitquit")
-        src.quit()
-        return text(200, "OK: draining")
-
-    async def index(_method: str) -> Response:
-        return text(200, "ztunnel admin: /config_dump, /quitquitquit (POST)")
-
-    return {"/": index, "/config_dump": dump, "/quitquitquit": quit_}
+    """`/config_dump`, `POST /quitquitquit` (mesh/admin_http.py's routes)."""
+    return admin_http.admin_routes("ztunnel", lambda: config_dump(src), src.quit)
 
 
 def metrics_routes(metrics: Metrics) -> Routes:
-    async def scrape(_method: str) -> Response:
-        return Response(200, metrics.exposition(), CONTENT_TYPE)
-
-    return {"/stats/prometheus": scrape, "/metrics": scrape}
-
-
-def readiness_routes(readiness: Readiness) -> Routes:
-    async def ready(_method: str) -> Response:
-        if readiness.ready:
-            return text(200, "ready")
-        return text(503, "not ready: waiting for " + ", ".join(readiness.pending()))
-
-    return {"/healthz/ready": ready}
+    """`/stats/prometheus` and `/metrics`."""
+    return admin_http.metrics_routes(metrics, CONTENT_TYPE)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import grpc
 from google.protobuf import any_pb2
 
+from mesh.xds.ads_stream import AdsStream
 from mesh.xds.delta_client import DeltaClient
 
 from .settings import ZtunnelConfig
@@ -23,8 +24,6 @@ from .state import ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL, StateStore
 
 log = logging.getLogger("ztunnel.xds")
 
-INITIAL_BACKOFF = 0.01  # seconds (istio/ztunnel: src/xds/client.rs)
-MAX_BACKOFF = 15.0
 TYPES = (ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL)
 
 
@@ -33,22 +32,16 @@ def node_id(node: str, node_ip: str) -> str:
     return f"ztunnel~{node_ip}~ztunnel-{node}.istio-system~istio-system.svc.cluster.local"
 
 
-def next_backoff(current: float) -> float:
-    """The delay after `current`: doubling, capped at 15 s."""
-    return min(max(current, INITIAL_BACKOFF) * 2, MAX_BACKOFF)
-
-
-class XdsClient:
-    """Keeps one delta ADS stream to mesh-xds up and feeds the store. `on_update(type_url)` is
-    called after each applied response (ztunnel prefetches certificates from it)."""
+class XdsClient(AdsStream):
+    """Keeps one delta ADS stream to mesh-xds up (mesh/xds/ads_stream.py) and feeds the store.
+    `on_update(type_url)` is called after each applied response (ztunnel prefetches certificates
+    from it)."""
 
     def __init__(self, config: ZtunnelConfig, store: StateStore, on_update: Callable[[str], None]) -> None:
+        super().__init__(config.xds_address, log)
         self._config = config
         self._store = store
         self._on_update = on_update
-        self._received = 0
-        self.connected = False
-        self.delta: DeltaClient | None = None
         self.ready = asyncio.Event()  # set after the first answered response of both types
 
     def _apply(self, type_url: str, updated: dict[str, any_pb2.Any], removed: set[str]) -> list[str]:
@@ -83,38 +76,16 @@ class XdsClient:
             delta.watch(type_url)
         return delta
 
+    async def _credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(self._config.roots_pem())
+
     async def run(self) -> None:
         """Forever: connect, stream, and on any failure wait the back-off and reconnect."""
-        delay = INITIAL_BACKOFF
         ready_watch = asyncio.ensure_future(self._watch_ready())
         try:
-            while True:
-                before = self._received
-                await self._stream_once()
-                if self._received > before:
-                    delay = INITIAL_BACKOFF  # the stream worked: start the back-off afresh
-                log.info("xds: reconnecting", extra={"in_seconds": delay})
-                await asyncio.sleep(delay)
-                delay = next_backoff(delay)
+            await self.keep_streaming()
         finally:
             ready_watch.cancel()
-
-    async def _stream_once(self) -> None:
-        config = self._config
-        try:
-            credentials = grpc.ssl_channel_credentials(config.roots_pem())
-            async with grpc.aio.secure_channel(config.xds_address, credentials) as channel:
-                self.delta = self._new_delta(channel)
-                self.connected = True
-                await self.delta.run_once()
-        except asyncio.CancelledError:
-            raise
-        except grpc.aio.AioRpcError as e:
-            log.warning("xds: stream ended", extra={"code": e.code().name, "details": e.details()})
-        except Exception as e:  # e.g. the token file vanished: keep serving, retry
-            log.warning("xds: cannot stream", extra={"error": f"{type(e).__name__}: {e}"})
-        finally:
-            self.connected = False
 
     async def _watch_ready(self) -> None:
         while not self.answered_all():

@@ -50,6 +50,23 @@ def owned_labels(name: str, managed: str) -> dict[str, str]:
     return {GATEWAY_NAME_LABEL: name, MANAGED_LABEL: managed}
 
 
+def gateway_service(gateway: Json, managed: str, ports: list[Json]) -> Json:
+    """The ClusterIP Service the `managed` controller makes for a Gateway: named after it, owned by
+    it, selecting its pods, with `ports`."""
+    meta = meta_of(gateway)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": owned_labels(meta["name"], managed),
+            "ownerReferences": [owner_reference(gateway)],
+        },
+        "spec": {"type": "ClusterIP", "selector": {GATEWAY_NAME_LABEL: meta["name"]}, "ports": ports},
+    }
+
+
 def owned_by_name(obj: Json, name: str, managed: str) -> bool:
     """Made by the `managed` controller for a Gateway called `name` (this one or an earlier one)."""
     labels = labels_of(obj)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from . import deployment as dp
-from .deployment import DATAPLANE_MODE_LABEL, GATEWAY_NAME_LABEL, Json, owner_reference
+from .deployment import DATAPLANE_MODE_LABEL, Json, owner_reference
 from .gateway_refs import (
     GATEWAY_GROUP,
     HTTP_PROTOCOLS,
@@ -87,19 +87,8 @@ def service_ports(gateway: Json) -> list[Json]:
 
 
 def desired_service(gateway: Json) -> Json:
-    meta = _meta(gateway)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": dp.owned_labels(meta["name"], MANAGED_VALUE),
-            "ownerReferences": [owner_reference(gateway)],
-        },
-        # LoadBalancer-like: a ClusterIP inside the mesh range (there is no cloud load balancer).
-        "spec": {"type": "ClusterIP", "selector": {GATEWAY_NAME_LABEL: meta["name"]}, "ports": service_ports(gateway)},
-    }
+    # LoadBalancer-like: a ClusterIP inside the mesh range (there is no cloud load balancer).
+    return dp.gateway_service(gateway, MANAGED_VALUE, service_ports(gateway))
 
 
 def desired_pod(gateway: Json, pod_name: str, node: str | None) -> Json:

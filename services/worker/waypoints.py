@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from . import deployment as dp
 from .deployment import (
     DATAPLANE_MODE_LABEL,
-    GATEWAY_NAME_LABEL,
+    GATEWAY_NAME_LABEL,  # noqa: F401  (re-exported: tests name it through this module)
     MANAGED_LABEL,  # noqa: F401  (re-exported: the reconciler and tests name it through this module)
     Json,
     Plan,
@@ -100,26 +100,12 @@ def owned_labels(name: str) -> dict[str, str]:
 
 
 def desired_service(gateway: Json) -> Json:
-    meta = _meta(gateway)
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": owned_labels(meta["name"]),
-            "ownerReferences": [owner_reference(gateway)],
-        },
-        "spec": {
-            "type": "ClusterIP",
-            "selector": {GATEWAY_NAME_LABEL: meta["name"]},
-            "ports": [
-                # As Istio's waypoint Service: appProtocol `all` on the HBONE port.
-                {"name": "mesh", "port": HBONE_PORT, "protocol": "TCP", "appProtocol": "all"},
-                {"name": "status-port", "port": STATUS_PORT, "protocol": "TCP", "appProtocol": "tcp"},
-            ],
-        },
-    }
+    # As Istio's waypoint Service: appProtocol `all` on the HBONE port.
+    ports = [
+        {"name": "mesh", "port": HBONE_PORT, "protocol": "TCP", "appProtocol": "all"},
+        {"name": "status-port", "port": STATUS_PORT, "protocol": "TCP", "appProtocol": "tcp"},
+    ]
+    return dp.gateway_service(gateway, MANAGED_VALUE, ports)
 
 
 def desired_pod(gateway: Json, pod_name: str, service_account: str, node: str | None) -> Json:

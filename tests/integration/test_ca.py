@@ -43,13 +43,7 @@ def tokens(mesh) -> dict[str, str]:
     return {name: harness.create_node(istiod, name) for name in ("node-1", "node-2")}
 
 
-def pod(name: str, sa: str, node: str, ns: str = "default") -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"serviceAccountName": sa, "nodeName": node, "containers": [{"name": "c"}]},
-    }
+pod = harness.pod_body
 
 
 def request(

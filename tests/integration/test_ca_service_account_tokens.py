@@ -50,18 +50,7 @@ def nodes(mesh) -> dict[str, str]:
     return {name: harness.create_node(istiod, name) for name in ("node-1", "node-2")}
 
 
-def create_pod(istiod: harness.Istiod, name: str, sa: str, node: str) -> str:
-    """The new pod's uid."""
-    body = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"serviceAccountName": sa, "nodeName": node, "containers": [{"name": "c"}]},
-    }
-    with istiod.client() as client:
-        response = client.post(PODS, json=body)
-        assert response.status_code == 201, response.text
-        return response.json()["metadata"]["uid"]
+create_pod = harness.create_pod
 
 
 def delete_pod(istiod: harness.Istiod, name: str) -> None:

@@ -23,7 +23,6 @@ from tests import harness
 
 pytestmark = pytest.mark.integration
 
-PODS = "/api/v1/namespaces/default/pods"
 TTL = timedelta(seconds=60)  # the CA's floor, lowered below with --min-cert-ttl
 
 
@@ -38,16 +37,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[harness.Ist
         yield istiod, ca, token
 
 
-def place_pod(istiod: harness.Istiod, name: str, sa: str, node: str = "node-1") -> None:
-    body = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"serviceAccountName": sa, "nodeName": node, "containers": [{"name": "c"}]},
-    }
-    with istiod.client() as client:
-        response = client.post(PODS, json=body)
-        assert response.status_code == 201, response.text
+place_pod = harness.create_pod
 
 
 def manager(ca: harness.MeshCa, token: str) -> CertificateManager:

@@ -14,18 +14,14 @@ path, an RBAC DENY), JWT (jwt_authn and an ALLOW policy requiring a request prin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import ssl
-import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import h11
 import httpx
 import pytest
@@ -48,16 +44,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from dataplane.waypoint.proxy.byte_stream import HboneBytes, StreamClosed, TcpBytes
 from dataplane.waypoint.proxy.messages import HttpRequest, HttpResponse
 from dataplane.waypoint.proxy.server import serve_http
-from mesh.certs.ca_client import CaClient
-from mesh.certs.manager import CertificateManager
-from mesh.clock import SystemClock
 from mesh.hbone import HboneServer, server_context
 from mesh.identity import Identity
-from mesh.kubeclient import Connection, KubeClient
-from mesh.sa_tokens import request_pod_token
 from tests import harness
-from tests.integration.test_waypoint import Loop
 from tests.integration.waypoint_env import ECHO, _any, _jwt_authn, http2, token
+from tests.integration.waypoint_process import (
+    Loop,
+    certificates,
+    create_pods,
+    pod_token_file,
+    proxy_env,
+    running_proxy,
+    start_ads_server,
+    start_proxy,
+    stop_proxy,
+)
 from tests.minica import Issued, MiniCa
 
 pytestmark = pytest.mark.integration
@@ -413,64 +414,21 @@ class World:
         return [s for s in families["istio_requests"].samples if s.name == "istio_requests_total"]
 
 
-def _create_pods(istiod: harness.Istiod) -> dict[str, str]:
-    uids = {}
-    with istiod.client() as client:
-        for name, sa in (("gw-0", "gw-istio"), ("echo-0", "echo")):
-            body = {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {"serviceAccountName": sa, "nodeName": "node-1", "containers": [{"name": "c"}]},
-            }
-            response = client.post("/api/v1/namespaces/default/pods", json=body)
-            assert response.status_code == 201, response.text
-            uids[name] = response.json()["metadata"]["uid"]
-    return uids
-
-
-async def _start_ads(parts: dict, ca: harness.MeshCa, ports: dict[str, int]) -> None:
-    ads = PushingAds(resources(ports))
-    server = grpc.aio.server()
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
-    state = ca.state_dir
-    creds = grpc.ssl_server_credentials(
-        [((state / "xds-key.pem").read_bytes(), (state / "xds-cert.pem").read_bytes())],
-        root_certificates=ca.roots_pem,
-        require_client_auth=True,
-    )
-    server.add_secure_port(f"127.0.0.1:{ports['ads']}", creds)
-    await server.start()
-    parts.update(ads=ads, ads_server=server)
-
-
 async def _start(parts: dict, istiod: harness.Istiod, ca: harness.MeshCa, node_token: str, tmp: Path) -> None:
+    """Everything on the loop (waypoint_process.py's steps): the gateway's pod and token, the
+    backend, the ADS server, the gateway."""
     names = ("admin", "metrics", "ready", "backend", "ads", "tls", "http", "jwt", "mtls")
     ports = {n: harness.free_port() for n in names}
     parts["ports"] = ports
-    uids = _create_pods(istiod)
-    async with KubeClient(Connection(istiod.url, node_token, str(istiod.ca_file))) as kube:
-        pod_token = await request_pod_token(kube, "default", "gw-istio", "gw-0", uids["gw-0"])
-    token_file = tmp / "gw-token"
-    token_file.write_text(pod_token.token)
-    certs = CertificateManager(lambda: CaClient(ca.address, ca.roots_pem, node_token), SystemClock(), "cluster.local")
-    async with certs:
+    uids = create_pods(istiod, (("gw-0", "gw-istio"), ("echo-0", "echo")))
+    token_file = await pod_token_file(istiod, node_token, "gw-0", "gw-istio", uids["gw-0"], tmp / "gw-token")
+    async with certificates(ca, node_token) as certs:
         echo = await certs.get(ECHO)
     backend = Backend(server_context("".join(echo.chain), echo.key_pem, ca.roots_pem), ports["backend"])
     await backend.start()
     parts["backend"] = backend
-    await _start_ads(parts, ca, ports)
-    env = {
-        **os.environ,
-        "MESH_POD_NAME": "gw-0",
-        "MESH_POD_NAMESPACE": "default",
-        "MESH_POD_IP": GW_IP,
-        "MESH_SERVICE_ACCOUNT": "gw-istio",
-        "MESH_TOKEN_FILE": str(token_file),
-        "MESH_ROOT_CERT": str(ca.state_dir / "root-cert.pem"),
-        "MESH_CA_ADDRESS": ca.address,
-        "MESH_XDS_ADDRESS": f"127.0.0.1:{ports['ads']}",
-    }
+    ads = parts["ads"] = PushingAds(resources(ports))
+    parts["ads_server"] = await start_ads_server(ads, ca, ports["ads"])
     flags = {
         "--gateway": "default/gw",
         "--mode": "ingress",
@@ -481,61 +439,26 @@ async def _start(parts: dict, istiod: harness.Istiod, ca: harness.MeshCa, node_t
         "--hbone-upstream-port": ports["backend"],
         "--drain-seconds": 1,
     }
-    log = parts["log"] = tmp / "gateway.log"
-    proc = parts["proc"] = await asyncio.create_subprocess_exec(
-        str(harness.VENV_BIN / "waypoint"),
-        *[str(x) for pair in flags.items() for x in pair],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    async with httpx.AsyncClient() as web:
-        for _ in range(300):
-            with contextlib.suppress(httpx.HTTPError):
-                if (await web.get(f"http://{GW_IP}:{ports['ready']}/healthz/ready")).status_code == 200:
-                    return
-            assert proc.returncode is None, log.read_text()[-3000:]
-            await asyncio.sleep(0.05)
-    raise AssertionError("gateway not ready: " + log.read_text()[-3000:])
+    env = proxy_env("gw-0", "gw-istio", GW_IP, token_file, ca, ports["ads"])
+    await start_proxy(parts, flags, env, tmp / "gateway.log", "gateway")
 
 
 async def _stop(parts: dict) -> int | None:
     """Ask the gateway to quit (it must drain and exit 0), then stop the test's servers."""
-    proc, code = parts.get("proc"), None
     try:
-        if proc is not None and proc.returncode is None:
-            async with httpx.AsyncClient() as web:
-                with contextlib.suppress(httpx.HTTPError):
-                    await web.post(f"http://{GW_IP}:{parts['ports']['admin']}/quitquitquit")
-            with contextlib.suppress(TimeoutError):
-                code = await asyncio.wait_for(proc.wait(), 10)
+        return await stop_proxy(parts, GW_IP, timeout=10)
     finally:
-        if proc is not None and proc.returncode is None:
-            proc.kill()
-            await proc.wait()
         if "backend" in parts:
             await parts["backend"].server.close(0.5)
         if "ads_server" in parts:
             await parts["ads_server"].stop(0)
-    return code
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("ingress")
-    loop = Loop()
-    parts: dict = {}
-    try:
-        with harness.running_istiod(tmp, "sqlite") as istiod, harness.running_ca(istiod) as ca:
-            node_token = harness.create_node(istiod, "node-1")
-            try:
-                loop.run(_start(parts, istiod, ca, node_token, tmp), timeout=60)
-                yield World(loop, parts["ads"], parts["ports"], parts["log"], tmp)
-            finally:
-                code = loop.run(_stop(parts))
-            assert code == 0, parts["log"].read_text()[-3000:]
-    finally:
-        loop.close()
+    with running_proxy(tmp, _start, _stop) as (loop, parts):
+        yield World(loop, parts["ads"], parts["ports"], parts["log"], tmp)
 
 
 # --- the tests ---------------------------------------------------------------------------------------------

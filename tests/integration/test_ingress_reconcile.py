@@ -4,25 +4,21 @@ a Redis of the test's own; and the Secret kind it reads (authz, validation, stre
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from celery import Celery
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from redis import Redis
 
-from mesh.jobs import GATEWAY_RECONCILE, QUEUE
-from tests import harness
+from mesh.jobs import GATEWAY_RECONCILE
+from tests import harness, minica
+from tests.integration.reconcile_plane import Plane, eventually, running_plane
 
 pytestmark = pytest.mark.integration
 
@@ -34,79 +30,20 @@ PODS = "/api/v1/namespaces/{ns}/pods"
 SELECTOR = "gateway.networking.k8s.io/gateway-name={name},gateway.istio.io/managed=istio.io-gateway-controller"
 
 
-def key_pair(host: str = "shop.example.com") -> tuple[bytes, bytes]:
-    """A self-signed certificate and its key, PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), pem_key
-
-
-CERT, KEY = key_pair()
+CERT, KEY = minica.self_signed("shop.example.com")
 KEY_B64 = base64.b64encode(KEY).decode()
 # The part of the key a leak would show, whichever encoding carried it.
 KEY_MARKERS = (KEY_B64[40:80], KEY.decode().splitlines()[1])
 
 
 def tls_secret(name: str, cert: bytes = CERT, key: bytes = KEY) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name},
-        "type": "kubernetes.io/tls",
-        "data": {"tls.crt": base64.b64encode(cert).decode(), "tls.key": base64.b64encode(key).decode()},
-    }
-
-
-class Plane:
-    def __init__(self, istiod: harness.Istiod, broker: str):
-        self.istiod = istiod
-        self.celery = Celery("test-producer", broker=broker)
-        self.celery.conf.update(task_serializer="json")
-
-    def reconcile(self, ns: str, name: str) -> None:
-        self.celery.send_task(GATEWAY_RECONCILE, args=[ns, name], queue=QUEUE)
+    return minica.tls_secret(name, cert, key)
 
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
-    tmp = tmp_path_factory.mktemp("ingress-reconcile")
-    with harness.redis_server(tmp) as redis, harness.running_istiod(tmp, "sqlite", redis.url) as istiod:
-        harness.create_node(istiod, "node-1")
-        with istiod.client() as client:
-            ready = {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}}
-            response = client.patch(
-                "/api/v1/nodes/node-1/status", json=ready, headers={"Content-Type": "application/merge-patch+json"}
-            )
-            assert response.status_code == 200, response.text
-        with harness.running_worker(istiod):
-            p = Plane(istiod, redis.url)
-            yield p
-            p.celery.close()
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    with running_plane(tmp_path_factory.mktemp("ingress-reconcile"), GATEWAY_RECONCILE) as p:
+        yield p
 
 
 def listener(gateway: dict, name: str) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 with its certificate from a real mesh-ca for the service-account token istiod's TokenRequest API
 gives its pod (as mesh-runtime asks for it), Envoy resources from an ADS server in the test (mTLS
 with mesh-xds's serving certificate, the waypoint's client certificate required), backends that
-are real HBONE servers (waypoint_env.py) and a client speaking HBONE with sleep's certificate.
+are real HBONE servers (waypoint_env.py) and a client speaking HBONE with sleep's certificate;
+the steps are waypoint_process.py's.
 
 The asyncio side (ADS server, backends, clients) lives on one event loop in a thread, so every
 test drives the same running waypoint; the last step of the module asks it to quit and checks
@@ -12,32 +13,14 @@ that it drains and exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import subprocess
-import threading
 import time
 from collections import Counter
-from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
-import grpc
 import h11
 import httpx
 import pytest
-from envoy.service.discovery.v3 import ads_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
-from dataplane.waypoint.proxy.byte_stream import HboneBytes
-from mesh.certs.ca_client import CaClient
-from mesh.certs.manager import CertificateManager
-from mesh.clock import SystemClock
-from mesh.hbone import HboneClient, client_context, server_context
-from mesh.kubeclient import Connection, KubeClient
-from mesh.sa_tokens import request_pod_token
-from tests import harness
 from tests.integration.waypoint_env import (
     DELAY,
     ECHO,
@@ -54,192 +37,24 @@ from tests.integration.waypoint_env import (
     V2,
     VIP,
     WAYPOINT,
-    Ads,
-    Backends,
     grpc_call,
     http1,
     http2,
-    start_grpc_server,
+    resources,
     token,
 )
+from tests.integration.waypoint_process import WP_IP, Running, running_waypoint
 
 pytestmark = pytest.mark.integration
-WP_IP = "127.0.0.4"
-
-
-class Loop:
-    """An event loop in a thread: `run(coro)` from a test, waiting for its result."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-@dataclass
-class World:
-    loop: Loop
-    ads: Ads
-    backends: Backends
-    ports: dict[str, int]
-    client: HboneClient
-    log: Path
-
-    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
-        return self.loop.run(coro, timeout)
-
-    async def tunnel(self, vip: str) -> HboneBytes:
-        return HboneBytes(await self.client.open(f"{vip}:{PORT}"))
-
-    async def get(self, vip: str, host: str, path: str, headers: tuple = ()) -> tuple[int, dict[str, str], bytes]:
-        """One HTTP/1.1 GET on a new tunnel."""
-        return await http1(await self.tunnel(vip), h11.Connection(h11.CLIENT), "GET", path, host, headers)
-
-    def scrape(self) -> list:
-        text = httpx.get(f"http://{WP_IP}:{self.ports['metrics']}/stats/prometheus").text
-        families = {f.name: f for f in text_string_to_metric_families(text)}
-        return [s for s in families["istio_requests"].samples if s.name == "istio_requests_total"]
-
-
-def _create_pods(istiod: harness.Istiod) -> dict[str, str]:
-    uids = {}
-    with istiod.client() as client:
-        for name, sa in (("wp-0", "waypoint"), ("sleep-0", "sleep"), ("echo-0", "echo")):
-            body = {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {"serviceAccountName": sa, "nodeName": "node-1", "containers": [{"name": "c"}]},
-            }
-            response = client.post("/api/v1/namespaces/default/pods", json=body)
-            assert response.status_code == 201, response.text
-            uids[name] = response.json()["metadata"]["uid"]
-    return uids
-
-
-async def _start(loop_world: dict, istiod: harness.Istiod, ca: harness.MeshCa, node_token: str, tmp: Path) -> None:
-    """Everything on the loop: certificates, backends, the ADS server, the waypoint."""
-    ports = {n: harness.free_port() for n in ("hbone", "admin", "metrics", "ready", "backend", "ads", "grpc")}
-    uids = _create_pods(istiod)
-    # The waypoint's own token, as mesh-runtime asks for it with its node's token.
-    async with KubeClient(Connection(istiod.url, node_token, str(istiod.ca_file))) as kube:
-        pod_token = await request_pod_token(kube, "default", "waypoint", "wp-0", uids["wp-0"])
-    token_file = tmp / "wp-token"
-    token_file.write_text(pod_token.token)
-    certs = CertificateManager(lambda: CaClient(ca.address, ca.roots_pem, node_token), SystemClock(), "cluster.local")
-    async with certs:
-        sleep, echo = await certs.get(SLEEP), await certs.get(ECHO)
-    roots = ca.roots_pem
-    grpc_server = await start_grpc_server(ports["grpc"])
-    backends = Backends(server_context("".join(echo.chain), echo.key_pem, roots), ports["backend"], ports["grpc"])
-    await backends.start()
-    ads = Ads()
-    server = grpc.aio.server()
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(ads, server)
-    state = ca.state_dir
-    creds = grpc.ssl_server_credentials(
-        [((state / "xds-key.pem").read_bytes(), (state / "xds-cert.pem").read_bytes())],
-        root_certificates=roots,
-        require_client_auth=True,
-    )
-    server.add_secure_port(f"127.0.0.1:{ports['ads']}", creds)
-    await server.start()
-    env = {
-        **os.environ,
-        "MESH_POD_NAME": "wp-0",
-        "MESH_POD_NAMESPACE": "default",
-        "MESH_POD_IP": WP_IP,
-        "MESH_SERVICE_ACCOUNT": "waypoint",
-        "MESH_TOKEN_FILE": str(token_file),
-        "MESH_ROOT_CERT": str(state / "root-cert.pem"),
-        "MESH_CA_ADDRESS": ca.address,
-        "MESH_XDS_ADDRESS": f"127.0.0.1:{ports['ads']}",
-    }
-    log = tmp / "waypoint.log"
-    flags = {
-        "--gateway": "default/wp",
-        "--listen-address": WP_IP,
-        "--hbone-port": ports["hbone"],
-        "--admin-port": ports["admin"],
-        "--metrics-port": ports["metrics"],
-        "--readiness-port": ports["ready"],
-        "--hbone-upstream-port": ports["backend"],
-        "--drain-seconds": 1,
-    }
-    proc = await asyncio.create_subprocess_exec(
-        str(harness.VENV_BIN / "waypoint"),
-        *[str(x) for pair in flags.items() for x in pair],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    loop_world.update(
-        proc=proc, grpc_server=grpc_server, ads_server=server, backends=backends, ads=ads, ports=ports, log=log
-    )
-    async with httpx.AsyncClient() as web:
-        for _ in range(300):
-            with contextlib.suppress(httpx.HTTPError):
-                if (await web.get(f"http://{WP_IP}:{ports['ready']}/healthz/ready")).status_code == 200:
-                    break
-            assert proc.returncode is None, log.read_text()[-3000:]
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("waypoint not ready: " + log.read_text()[-3000:])
-    ctx = client_context("".join(sleep.chain), sleep.key_pem, roots)
-    loop_world["client"] = await HboneClient.connect((WP_IP, ports["hbone"]), ctx, expected_identities={str(WAYPOINT)})
-
-
-async def _stop(parts: dict) -> int | None:
-    """Ask the waypoint to quit (it must drain and exit 0), then stop the test's servers."""
-    proc = parts.get("proc")
-    code = None
-    try:
-        if "client" in parts:
-            parts["client"].close()
-        if proc is not None and proc.returncode is None:
-            async with httpx.AsyncClient() as web:
-                with contextlib.suppress(httpx.HTTPError):
-                    await web.post(f"http://{WP_IP}:{parts['ports']['admin']}/quitquitquit")
-            with contextlib.suppress(TimeoutError):
-                code = await asyncio.wait_for(proc.wait(), 10)
-    finally:
-        if proc is not None and proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        if "backends" in parts:
-            await parts["backends"].server.close(0.5)
-        for name in ("ads_server", "grpc_server"):
-            if name in parts:
-                await parts[name].stop(0)
-    return code
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    tmp = tmp_path_factory.mktemp("waypoint")
-    loop = Loop()
-    parts: dict = {}
-    try:
-        with harness.running_istiod(tmp, "sqlite") as istiod, harness.running_ca(istiod) as ca:
-            node_token = harness.create_node(istiod, "node-1")
-            try:
-                loop.run(_start(parts, istiod, ca, node_token, tmp), timeout=60)
-                yield World(loop, parts["ads"], parts["backends"], parts["ports"], parts["client"], parts["log"])
-            finally:
-                code = loop.run(_stop(parts))
-            assert code == 0, parts["log"].read_text()[-3000:]
-    finally:
-        loop.close()
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    with running_waypoint(tmp_path_factory.mktemp("waypoint"), resources(), grpc_backend=True) as running:
+        yield running
 
 
-def test_rbac_split_http2_and_no_chain(world: World) -> None:
+def test_rbac_split_http2_and_no_chain(world: Running) -> None:
     assert world.ads.nodes[0] == f"waypoint~{WP_IP}~wp-0.default~default.svc.cluster.local"
     assert not world.ads.nacks
 
@@ -277,7 +92,7 @@ def test_rbac_split_http2_and_no_chain(world: World) -> None:
     assert "rbac_access_denied_matched_policy[none]" in denied_line
 
 
-def test_jwt_then_rbac_on_a_claim(world: World) -> None:
+def test_jwt_then_rbac_on_a_claim(world: Running) -> None:
     async def scenario() -> None:
         def bearer(value: str) -> tuple:
             return (("authorization", f"Bearer {value}"),)
@@ -295,7 +110,7 @@ def test_jwt_then_rbac_on_a_claim(world: World) -> None:
     world.run(scenario())
 
 
-def test_retries_timeout_and_faults(world: World) -> None:
+def test_retries_timeout_and_faults(world: Running) -> None:
     async def scenario() -> None:
         tunnel = await world.tunnel(L7_VIP)
         conn = h11.Connection(h11.CLIENT)
@@ -323,7 +138,7 @@ def test_retries_timeout_and_faults(world: World) -> None:
     assert flags[("504", "UT")] == 1 and flags[("418", "FI")] == 1 and flags[("200", "DI")] == 1
 
 
-def test_circuit_breaker_overflow(world: World) -> None:
+def test_circuit_breaker_overflow(world: Running) -> None:
     async def one() -> tuple[int, bytes]:
         status, _, body = await world.get(L7_VIP, L7_HOST, "/breaker")
         return status, body
@@ -339,7 +154,7 @@ def test_circuit_breaker_overflow(world: World) -> None:
     assert sum(s.value for s in counted) == len(rejected)
 
 
-def test_outlier_detection_ejects_the_failing_endpoint(world: World) -> None:
+def test_outlier_detection_ejects_the_failing_endpoint(world: Running) -> None:
     async def scenario() -> list[int]:
         tunnel = await world.tunnel(L7_VIP)
         conn = h11.Connection(h11.CLIENT)
@@ -353,7 +168,7 @@ def test_outlier_detection_ejects_the_failing_endpoint(world: World) -> None:
     assert ejected == ["127.0.0.7:8080"]
 
 
-def test_grpc_through_the_waypoint(world: World) -> None:
+def test_grpc_through_the_waypoint(world: Running) -> None:
     async def scenario() -> None:
         headers, reply, status = await grpc_call(await world.tunnel(L7_VIP), "/echo.Echo/Say", b"mesh")
         assert headers[":status"] == "200" and reply == b"hello mesh"

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
-from celery import Celery
 
-from mesh.jobs import QUEUE, RECONCILE_WAYPOINT
-from tests import harness
+from mesh.jobs import RECONCILE_WAYPOINT
+from tests.integration.reconcile_plane import Plane, eventually, running_plane
 
 pytestmark = pytest.mark.integration
 
@@ -23,45 +21,11 @@ MERGE = {"Content-Type": "application/merge-patch+json"}
 SELECTOR = "gateway.networking.k8s.io/gateway-name={name},gateway.istio.io/managed=istio.io-mesh-controller"
 
 
-class Plane:
-    def __init__(self, istiod: harness.Istiod, broker: str):
-        self.istiod = istiod
-        self.celery = Celery("test-producer", broker=broker)
-        self.celery.conf.update(task_serializer="json")
-
-    def reconcile(self, ns: str, name: str) -> None:
-        self.celery.send_task(RECONCILE_WAYPOINT, args=[ns, name], queue=QUEUE)
-
-
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     tmp = tmp_path_factory.mktemp("waypoint-reconcile")
-    with harness.redis_server(tmp) as redis, harness.running_istiod(tmp, "sqlite", redis.url) as istiod:
-        harness.create_node(istiod, "node-1")
-        harness.create_node(istiod, "node-2")
-        with istiod.client() as client:
-            for node in ("node-1", "node-2"):
-                ready = {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}}
-                response = client.patch(
-                    f"/api/v1/nodes/{node}/status",
-                    json=ready,
-                    headers={"Content-Type": "application/merge-patch+json"},
-                )
-                assert response.status_code == 200, response.text
-        with harness.running_worker(istiod):
-            p = Plane(istiod, redis.url)
-            yield p
-            p.celery.close()
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    with running_plane(tmp, RECONCILE_WAYPOINT, ("node-1", "node-2")) as p:
+        yield p
 
 
 def waypoint(name: str, listeners: list[dict] | None = None, **annotations: str) -> dict:

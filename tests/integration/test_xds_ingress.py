@@ -8,26 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import datetime
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 
-from mesh.certs.ca_client import CaClient
-from mesh.certs.csr import make_csr
 from mesh.identity import Identity
 from mesh.xds.delta_client import DeltaClient
-from tests import harness
+from tests import minica
+from tests.integration.xds_subscriber import Plane, create, running_plane, subscribe
 
 pytestmark = pytest.mark.integration
 
@@ -40,78 +31,16 @@ GATEWAY_ID = Identity("cluster.local", NS, "edge-istio")
 SLEEP_ID = Identity("cluster.local", NS, "sleep")
 
 
-def key_pair(host: str) -> tuple[bytes, bytes]:
-    """A self-signed certificate for `host` and its key, PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), pem_key
-
-
-CERT, KEY = key_pair("web.example.test")
-CERT_2, KEY_2 = key_pair("web.example.test")
+CERT, KEY = minica.self_signed("web.example.test")
+CERT_2, KEY_2 = minica.self_signed("web.example.test")
 
 
 def tls_secret(cert: bytes, key: bytes) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "edge-cert"},
-        "type": "kubernetes.io/tls",
-        "data": {"tls.crt": base64.b64encode(cert).decode(), "tls.key": base64.b64encode(key).decode()},
-    }
-
-
-@dataclass
-class Plane:
-    istiod: harness.Istiod
-    xds: harness.MeshXds
-    credentials: dict[str, tuple[bytes, bytes, bytes]]  # identity -> (roots, chain, key)
-
-
-def _create(api, path: str, body: dict) -> None:
-    response = api.post(path, json=body)
-    assert response.status_code == 201, response.text
-
-
-def _pod(api, name: str, sa: str, labels: dict[str, str]) -> None:
-    body = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"nodeName": "node-1", "serviceAccountName": sa, "containers": [{"name": "c"}]},
-    }
-    _create(api, f"/api/v1/namespaces/{NS}/pods", body)
-
-
-def _certificate(ca: harness.MeshCa, token: str, identity: Identity) -> tuple[bytes, bytes, bytes]:
-    """A workload certificate from mesh-ca, asked for with the node's token."""
-    pair = make_csr(identity)
-
-    async def issue() -> list[str]:
-        async with CaClient(ca.address, ca.roots_pem, token) as client:
-            return await client.create_certificate(pair.csr_pem, 3600, str(identity))
-
-    chain = "".join(pem if pem.endswith("\n") else pem + "\n" for pem in asyncio.run(issue()))
-    return ca.roots_pem, chain.encode(), pair.key_pem
+    return minica.tls_secret("edge-cert", cert, key)
 
 
 def _configure(api) -> None:
-    _create(api, f"/api/v1/namespaces/{NS}/secrets", tls_secret(CERT, KEY))
+    create(api, f"/api/v1/namespaces/{NS}/secrets", tls_secret(CERT, KEY))
     gateway = {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "Gateway",
@@ -129,43 +58,24 @@ def _configure(api) -> None:
             ],
         },
     }
-    _create(api, f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/gateways", gateway)
+    create(api, f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/gateways", gateway)
 
 
 @pytest.fixture(scope="module")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
-    tmp = tmp_path_factory.mktemp("xds-ingress")
-    with harness.running_istiod(tmp, "sqlite") as istiod, harness.running_ca(istiod) as ca:
-        token = harness.create_node(istiod, "node-1")
-        with istiod.client() as api:
-            _pod(api, "edge-0", GATEWAY_ID.service_account, {"gateway.networking.k8s.io/gateway-name": "edge"})
-            _pod(api, "sleep", SLEEP_ID.service_account, {"app": "sleep"})
-            _configure(api)
-        credentials = {str(i): _certificate(ca, token, i) for i in (GATEWAY_ID, SLEEP_ID)}
-        with harness.running_xds(istiod) as xds:
-            yield Plane(istiod, xds, credentials)
+    pods = [
+        ("edge-0", GATEWAY_ID, {"gateway.networking.k8s.io/gateway-name": "edge"}),
+        ("sleep", SLEEP_ID, {"app": "sleep"}),
+    ]
+    with running_plane(tmp_path_factory.mktemp("xds-ingress"), pods, _configure) as plane:
+        yield plane
 
 
 async def _subscribe(plane: Plane, identity: Identity, type_url: str, name: str) -> DeltaClient:
-    """A delta ADS stream with `identity`'s certificate, subscribed to one name, until the server
-    answered it (with the resource, or by naming it removed)."""
-    roots, chain, key = plane.credentials[str(identity)]
-    credentials = grpc.ssl_channel_credentials(roots, key, chain)
-    async with grpc.aio.secure_channel(plane.xds.mtls_address, credentials) as channel:
-        client = DeltaClient(
-            channel,
-            f"router~198.18.0.9~edge-0.{NS}~{NS}.svc.cluster.local",
-            metadata={"NAMESPACE": NS, "NAME": "edge-0", "WAYPOINT": f"{NS}/edge", "MODE": "ingress"},
-        )
-        client.watch(type_url, wildcard=False, names=[name])
-        task = asyncio.create_task(client.run_once())
-        try:
-            await client.wait_for(lambda: client.types[type_url].acked > 0, 10)
-        finally:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
-    return client
+    """A delta ADS stream as the gateway's pod with `identity`'s certificate (xds_subscriber.py)."""
+    node = f"router~198.18.0.9~edge-0.{NS}~{NS}.svc.cluster.local"
+    metadata = {"NAMESPACE": NS, "NAME": "edge-0", "WAYPOINT": f"{NS}/edge", "MODE": "ingress"}
+    return await subscribe(plane, identity, type_url, name, node, metadata)
 
 
 def _secret(plane: Plane) -> secret_pb2.Secret | None:

@@ -21,11 +21,12 @@ from dataplane.ztunnel.identity import Prefetcher
 from dataplane.ztunnel.readiness import Readiness
 from dataplane.ztunnel.settings import ConfigError, ZtunnelSettings, resolve
 from dataplane.ztunnel.state import GatewayAddress, NamespacedHostname, Policy, Service, Workload
-from dataplane.ztunnel.xds_client import MAX_BACKOFF, next_backoff, node_id
+from dataplane.ztunnel.xds_client import node_id
 from mesh.certs.certificate import certificate_from_chain
 from mesh.certs.manager import CertificateStatus, CertState
 from mesh.identity import Identity
 from mesh.proto_gen.istio.security import authorization_pb2 as authz
+from mesh.xds.ads_stream import MAX_BACKOFF, next_backoff
 from tests.unit.hbone.pki import Pki
 
 from . import builders as b

@@ -22,6 +22,7 @@ Services bound to it (docs/waypoint.md).
 | `waypoint_rbac.py` | targetRefs AuthorizationPolicies → RBAC DENY / ALLOW HTTP filters |
 | `waypoint_jwt.py` | targetRefs RequestAuthentications → jwt_authn filter (inline JWKS, fail closed) |
 | `waypoint_clusters.py` | inbound-vip Clusters (LB, circuit breakers, outlier detection), endpoint metadata |
+| `http_manager.py` | the HttpConnectionManager filter of waypoint and gateway chains (RDS, fault, router) |
 | `gateway_listeners.py` | an ingress gateway's Listener `gateway/{N}/{G}` (chains per listener, TLS by SDS) |
 | `gateway_vhosts.py` | an ingress gateway's RouteConfigurations `gateway|{N}|{G}|{port}` (vhosts per hostname) |
 | `gateway_clusters.py` | its lookup (ReferenceGrant backends) and the `inbound-vip|…|waypoint|…` variant |

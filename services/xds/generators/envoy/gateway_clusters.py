@@ -31,8 +31,14 @@ from .clusters import port_policy
 from .lookup import Lookup
 from .resources import inbound_cluster_name, service_host, service_of_host
 from .targets import Endpoint, Target, pod_identity, pod_ip, service_target
-from .waypoint_clusters import ISTIO_METADATA, waypoint_cluster, waypoint_load_assignment
-from .waypoint_listeners import _cluster_resources, _target_of, upstream_protocol
+from .waypoint_clusters import (
+    ISTIO_METADATA,
+    cluster_resources,
+    target_of,
+    upstream_protocol,
+    waypoint_cluster,
+    waypoint_load_assignment,
+)
 
 Json = dict[str, Any]
 
@@ -128,7 +134,7 @@ def gateway_clusters(lookup: IngressLookup, wanted: set[str]) -> list[Message]:
             if via is not None:
                 out += waypoint_variant(lookup, via, int(port))
                 continue
-        target = _target_of(lookup, host, {})
+        target = target_of(lookup, host, {})
         if target is not None:
-            out += _cluster_resources(lookup, target, int(port), subset)
+            out += cluster_resources(lookup, target, int(port), subset)
     return out

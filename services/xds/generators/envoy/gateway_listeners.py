@@ -26,9 +26,6 @@ from typing import Any
 from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
-from envoy.extensions.filters.http.fault.v3 import fault_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
-from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2
 from google.protobuf.message import Message
 
@@ -40,16 +37,18 @@ from mesh.gateway_refs import (
     reference_permitted,
     supported_kinds,
 )
+from mesh.xds.envoy_routes import route_clusters
 from services.xds.generators.authorization import target_refs
 from services.xds.generators.view import meta
 from services.xds.model import AUTHORIZATION_POLICIES, REFERENCE_GRANTS, REQUEST_AUTHENTICATIONS, Key
 
 from .gateway_clusters import IngressLookup, gateway_clusters
 from .gateway_vhosts import http_listeners, route_configurations
-from .resources import FAULT_FILTER, ROUTER_FILTER, gateway_listener_name, gateway_route_name, pack, sds_name
+from .http_manager import manager_filter
+from .resources import gateway_listener_name, gateway_route_name, pack, sds_name
 from .sds import CACERT_SUFFIX, SecretResolver, client_ca, tls_certificate_secret, validation_secret
 from .waypoint_jwt import JwksResolver, jwt_filter
-from .waypoint_listeners import HCM_FILTER, SERVICE_ACCOUNT, _clusters_of
+from .waypoint_listeners import SERVICE_ACCOUNT
 from .waypoint_rbac import rbac_filters
 
 Json = dict[str, Any]
@@ -106,24 +105,6 @@ def _filters(lookup: IngressLookup, gateway: Json, resolve: JwksResolver, out: G
         out.problems[key] += [p for p in problems if p not in out.problems[key]]
     policies = gateway_policies(lookup, AUTHORIZATION_POLICIES, namespace, name)
     return ([jwt.filter] if jwt.filter is not None else []) + rbac_filters(policies)
-
-
-def _manager(stat_prefix: str, route_name: str, filters: list[hcm.HttpFilter]) -> hcm.HttpConnectionManager:
-    return hcm.HttpConnectionManager(
-        codec_type=hcm.HttpConnectionManager.AUTO,
-        stat_prefix=stat_prefix,
-        rds=hcm.Rds(
-            config_source=config_source_pb2.ConfigSource(
-                ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
-            ),
-            route_config_name=route_name,
-        ),
-        http_filters=[
-            *filters,
-            hcm.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
-            hcm.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
-        ],
-    )
 
 
 def _sds(name: str) -> secret_pb2.SdsSecretConfig:
@@ -189,14 +170,10 @@ def _chain(
     match.destination_port.value = port
     if tls is not None and listener.get("hostname"):
         match.server_names.append(str(listener["hostname"]).lower())
-    manager = _manager(
+    manager = manager_filter(
         f"gateway/{namespace}/{name}/{listener['name']}", gateway_route_name(namespace, name, port), filters
     )
-    chain = lc.FilterChain(
-        name=listener["name"],
-        filter_chain_match=match,
-        filters=[lc.Filter(name=HCM_FILTER, typed_config=pack(manager))],
-    )
+    chain = lc.FilterChain(name=listener["name"], filter_chain_match=match, filters=[manager])
     if tls is not None:
         chain.transport_socket.CopyFrom(base_pb2.TransportSocket(name=TLS_SOCKET, typed_config=pack(tls)))
     return chain
@@ -224,7 +201,7 @@ def gateway_translation(
             sds |= {resource.name: resource for resource in resources}  # type: ignore[attr-defined]
         chains.append(_chain(gateway, listener, filters, tls))
     configs = route_configurations(lookup, gateway)
-    wanted = {cluster for config in configs for cluster in _clusters_of(config)}
+    wanted = {cluster for config in configs for cluster in route_clusters(config)}
     first_port = chains[0].filter_chain_match.destination_port.value if chains else 0
     address = address_pb2.Address(socket_address=address_pb2.SocketAddress(address="0.0.0.0", port_value=first_port))
     listener_message = listener_pb2.Listener(

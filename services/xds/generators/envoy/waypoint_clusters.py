@@ -17,6 +17,9 @@ also `"workload"` (the pod's name) and `"namespace"`, the waypoint's destination
 
 `common_lb_config.healthy_panic_threshold` is 0, as Istio sets it: an ejected endpoint is never
 used again just because too few are left (Envoy's default of 50 % would bring it back).
+
+`cluster_resources` and `target_of` build the clusters a route configuration names, for waypoints
+and ingress gateways (gateway_clusters.py) alike.
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_de
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from google.protobuf import any_pb2, struct_pb2
+from google.protobuf.message import Message
 
 from mesh.resources.networking.common import duration_nanos
+from services.xds.model import SERVICE_ENTRIES, SERVICES
 
-from .clusters import CONNECT_TIMEOUT, cluster, load_assignment
-from .resources import inbound_cluster_name
+from .clusters import CONNECT_TIMEOUT, cluster, load_assignment, port_policy, subset_endpoints, subsets
+from .lookup import Lookup
+from .resources import inbound_cluster_name, service_of_host
 from .routing import duration
-from .targets import Endpoint
+from .targets import Endpoint, Target, TargetPort, service_entry_targets, service_target
 
 Json = dict[str, Any]
 
@@ -47,6 +53,8 @@ _LB = {
 
 
 HTTP_PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_HTTP2 = ("http2", "grpc", "grpc-web", "h2c", "kubernetes.io/h2c")
+
 
 def _nanos(value: Any) -> int | None:
     return duration_nanos(value) if isinstance(value, str) and value else None
@@ -133,3 +141,42 @@ def waypoint_load_assignment(name: str, endpoints: tuple[Endpoint, ...]) -> endp
             istio.update(fields)
             lb.metadata.filter_metadata[ISTIO_METADATA].CopyFrom(istio)
     return out
+
+
+def upstream_protocol(port: TargetPort) -> str:
+    """`http2`, `http1` or `auto`, from the port's `appProtocol` or name prefix (Istio's rule)."""
+    protocol = (port.app_protocol or port.name.split("-", 1)[0]).lower()
+    if protocol in _HTTP2:
+        return "http2"
+    return "http1" if protocol == "http" else "auto"
+
+
+def cluster_resources(lookup: Lookup, target: Target, port: int, subset_name: str) -> list[Message]:
+    """The cluster (and endpoints) of one port and subset of a target."""
+    dr = lookup.destination_rule(target.host)
+    endpoints: tuple[Endpoint, ...] = target.endpoints.get(port, ())
+    subset = next((s for s in subsets(dr) if s["name"] == subset_name), None)
+    if subset_name and subset is None:
+        return []
+    if subset is not None:
+        endpoints = subset_endpoints(endpoints, subset.get("labels") or {})
+    declared = next((p for p in target.ports if p.number == port), None)
+    protocol = upstream_protocol(declared) if declared is not None else "auto"
+    out = waypoint_cluster(target.host, port, port_policy(dr, port, subset), subset_name, protocol)
+    return [out, waypoint_load_assignment(out.name, endpoints)]
+
+
+def target_of(lookup: Lookup, host: str, known: dict[str, Target]) -> Target | None:
+    """The target serving `host`: a bound one, else its Service, else the oldest ServiceEntry."""
+    if host in known:
+        return known[host]
+    lookup.reads.add(host)
+    ref = service_of_host(host)
+    svc = lookup.view.get(SERVICES, *ref) if ref else None
+    if svc is not None:
+        return service_target(lookup.view, svc)
+    for se in lookup.index.objects(SERVICE_ENTRIES, host):
+        for target in service_entry_targets(lookup.view, se):
+            if target.host == host:
+                return target
+    return None

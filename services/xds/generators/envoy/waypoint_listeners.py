@@ -20,39 +20,37 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from envoy.config.core.v3 import address_pb2, config_source_pb2
+from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
-from envoy.extensions.filters.http.fault.v3 import fault_pb2
-from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm
 from google.protobuf import wrappers_pb2
 from google.protobuf.message import Message
 
+from mesh.xds.envoy_routes import route_clusters
 from services.xds.generators.authorization import target_refs
 from services.xds.generators.view import meta
 from services.xds.generators.waypoints import WAYPOINT_CLASS
 from services.xds.model import AUTHORIZATION_POLICIES, REQUEST_AUTHENTICATIONS, SERVICE_ENTRIES, SERVICES, Key
 
-from .clusters import port_policy, subset_endpoints, subsets
+from .clusters import subsets
+from .http_manager import manager_filter
 from .listeners import routes_for
 from .lookup import Lookup
-from .resources import FAULT_FILTER, ROUTER_FILTER, inbound_route_name, pack, service_of_host, waypoint_listener_name
-from .targets import Endpoint, Target, TargetPort, service_entry_targets, service_target
-from .waypoint_clusters import waypoint_cluster, waypoint_load_assignment
+from .resources import inbound_route_name, waypoint_listener_name
+from .targets import Target, TargetPort, service_entry_targets, service_target
+from .waypoint_clusters import cluster_resources, target_of, upstream_protocol
 from .waypoint_jwt import JwksResolver, jwt_filter
 from .waypoint_rbac import rbac_filters
 from .waypoint_workloads import POD_ROUTE, bound_pods, chain_name, workload_chain, workload_resources
 
 Json = dict[str, Any]
 
-HCM_FILTER = "envoy.filters.network.http_connection_manager"
 HBONE_PORT = 15008
 SERVICE_ACCOUNT = "gateway.istio.io/service-account"
 DEFAULT_SERVICE_ACCOUNT = "waypoint"  # Istio's waypoint service account
-_HTTP2 = ("http2", "grpc", "grpc-web", "h2c", "kubernetes.io/h2c")
 _TARGET_KINDS = {SERVICES: ("", "Service"), SERVICE_ENTRIES: ("networking.istio.io", "ServiceEntry")}
 
 
@@ -93,14 +91,6 @@ def bound_targets(lookup: Lookup, key: Key, obj: Json) -> Bound:
     for target in targets:
         lookup.reads.add(target.host)
     return Bound(key, targets)
-
-
-def upstream_protocol(port: TargetPort) -> str:
-    """`http2`, `http1` or `auto`, from the port's `appProtocol` or name prefix (Istio's rule)."""
-    protocol = (port.app_protocol or port.name.split("-", 1)[0]).lower()
-    if protocol in _HTTP2:
-        return "http2"
-    return "http1" if protocol == "http" else "auto"
 
 
 def _codec(port: TargetPort) -> int:
@@ -146,70 +136,6 @@ def chain_policies(lookup: Lookup, kind: str, gateway: tuple[str, str], target: 
     return sorted(found, key=lambda p: (meta(p).get("namespace", ""), meta(p)["name"]))
 
 
-def _manager(name: str, codec: int, route_name: str, filters: list[hcm.HttpFilter]) -> hcm.HttpConnectionManager:
-    return hcm.HttpConnectionManager(
-        codec_type=codec,
-        stat_prefix=name,
-        rds=hcm.Rds(
-            config_source=config_source_pb2.ConfigSource(
-                ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
-            ),
-            route_config_name=route_name,
-        ),
-        http_filters=[
-            *filters,
-            hcm.HttpFilter(name=FAULT_FILTER, typed_config=pack(fault_pb2.HTTPFault())),
-            hcm.HttpFilter(name=ROUTER_FILTER, typed_config=pack(router_pb2.Router())),
-        ],
-    )
-
-
-def _clusters_of(config: route_pb2.RouteConfiguration) -> set[str]:
-    """Every cluster a route configuration sends (or mirrors) traffic to."""
-    out: set[str] = set()
-    for vhost in config.virtual_hosts:
-        for route in vhost.routes:
-            if not route.HasField("route"):
-                continue
-            action = route.route
-            if action.cluster:
-                out.add(action.cluster)
-            out |= {c.name for c in action.weighted_clusters.clusters}
-            out |= {m.cluster for m in action.request_mirror_policies}
-    return out
-
-
-def _cluster_resources(lookup: Lookup, target: Target, port: int, subset_name: str) -> list[Message]:
-    """The cluster (and endpoints) of one port and subset of a target."""
-    dr = lookup.destination_rule(target.host)
-    endpoints: tuple[Endpoint, ...] = target.endpoints.get(port, ())
-    subset = next((s for s in subsets(dr) if s["name"] == subset_name), None)
-    if subset_name and subset is None:
-        return []
-    if subset is not None:
-        endpoints = subset_endpoints(endpoints, subset.get("labels") or {})
-    declared = next((p for p in target.ports if p.number == port), None)
-    protocol = upstream_protocol(declared) if declared is not None else "auto"
-    out = waypoint_cluster(target.host, port, port_policy(dr, port, subset), subset_name, protocol)
-    return [out, waypoint_load_assignment(out.name, endpoints)]
-
-
-def _target_of(lookup: Lookup, host: str, known: dict[str, Target]) -> Target | None:
-    """The target serving `host`: a bound one, else its Service, else the oldest ServiceEntry."""
-    if host in known:
-        return known[host]
-    lookup.reads.add(host)
-    ref = service_of_host(host)
-    svc = lookup.view.get(SERVICES, *ref) if ref else None
-    if svc is not None:
-        return service_target(lookup.view, svc)
-    for se in lookup.index.objects(SERVICE_ENTRIES, host):
-        for target in service_entry_targets(lookup.view, se):
-            if target.host == host:
-                return target
-    return None
-
-
 def _filters(
     lookup: Lookup, ref: tuple[str, str], target: Key | None, resolve: JwksResolver, out: WaypointTranslation
 ) -> list[hcm.HttpFilter]:
@@ -234,8 +160,7 @@ def _workload_chains(
     filters = _filters(lookup, ref, None, resolve, out)
     chains = []
     for pod in pods:
-        manager = _manager(chain_name(pod), hcm.HttpConnectionManager.AUTO, POD_ROUTE, filters)
-        chains.append(workload_chain(pod, lc.Filter(name=HCM_FILTER, typed_config=pack(manager))))
+        chains.append(workload_chain(pod, manager_filter(chain_name(pod), POD_ROUTE, filters)))
     out.resources += workload_resources()
     return chains
 
@@ -263,7 +188,7 @@ def waypoint_translation(
                     ],
                 )
                 out.resources.append(config)
-                wanted |= _clusters_of(config)
+                wanted |= route_clusters(config)
                 wanted.add(lookup.cluster(target.host, port.number))
                 wanted |= {
                     lookup.cluster(target.host, port.number, s["name"])
@@ -275,20 +200,19 @@ def waypoint_translation(
                 match.destination_port.value = port.number
                 service_chain = f"{target.host}:{port.number}"
                 route_name = inbound_route_name(target.host, port.number)
-                manager = _manager(service_chain, _codec(port), route_name, filters)
                 chains.append(
                     lc.FilterChain(
                         name=service_chain,
                         filter_chain_match=match,
-                        filters=[lc.Filter(name=HCM_FILTER, typed_config=pack(manager))],
+                        filters=[manager_filter(service_chain, route_name, filters, _codec(port))],
                     )
                 )
     chains += _workload_chains(lookup, ref, resolve, out)
     for name in sorted(wanted):
         _, port, subset, host = name.split("|", 3)
-        target = _target_of(lookup, host, known)
+        target = target_of(lookup, host, known)
         if target is not None:
-            out.resources += _cluster_resources(lookup, target, int(port), subset)
+            out.resources += cluster_resources(lookup, target, int(port), subset)
     address = address_pb2.Address(socket_address=address_pb2.SocketAddress(address="0.0.0.0", port_value=HBONE_PORT))
     out.resources.insert(
         0, listener_pb2.Listener(name=waypoint_listener_name(*ref), address=address, filter_chains=chains)
