@@ -157,8 +157,9 @@ class Tracer:
 
 
 def otlp_tracer(endpoint: str, resource: Mapping[str, str]) -> Tracer:
-    """A Tracer exporting to `endpoint` over OTLP/HTTP (protobuf), in batches."""
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    """A Tracer exporting to `endpoint` over OTLP/HTTP (JSON encoding, otlp_json.py), in batches."""
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    return Tracer(BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url(endpoint))), resource)
+    from .otlp_json import OtlpJsonExporter
+
+    return Tracer(BatchSpanProcessor(OtlpJsonExporter(traces_url(endpoint))), resource)

@@ -1,23 +1,19 @@
 """Spans from a real waypoint over OTLP/HTTP (docs/waypoint.md, "Telemetry"): the waypoint runs
 with `MESH_OTLP_ENDPOINT` pointing at a tiny OTLP/HTTP receiver in the test (POST /v1/traces,
-decoded with opentelemetry-proto). A request sent with a traceparent yields one SERVER span in
+in OTLP's JSON encoding). A request sent with a traceparent yields one SERVER span in
 that trace, child of the sender's span, and the traceparent the backend receives names the
 waypoint's span as its parent."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from dataplane.waypoint.proxy.messages import HttpRequest, HttpResponse
 from tests.integration.waypoint_env import HOST, OK, SLEEP, V1, VIP, Backends, resources
@@ -26,6 +22,7 @@ from tests.integration.waypoint_process import Running, running_waypoint
 pytestmark = pytest.mark.integration
 
 TRACE, PARENT = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+SPAN_KIND_SERVER = 2  # OTLP's SpanKind
 
 
 class Receiver:
@@ -33,7 +30,8 @@ class Receiver:
     resource attributes."""
 
     def __init__(self) -> None:
-        self.spans: list[tuple[dict[str, str], Span]] = []
+        self.spans: list[tuple[dict[str, str], dict]] = []
+        self.content_types: list[str] = []
         self.paths: list[str] = []
         receiver = self
 
@@ -43,14 +41,15 @@ class Receiver:
                 if self.headers.get("content-encoding") == "gzip":
                     body = gzip.decompress(body)
                 receiver.paths.append(self.path)
-                request = ExportTraceServiceRequest.FromString(body)
-                for resource_spans in request.resource_spans:
-                    attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-                    for scope in resource_spans.scope_spans:
-                        receiver.spans += [(attrs, span) for span in scope.spans]
-                reply = ExportTraceServiceResponse().SerializeToString()
+                receiver.content_types.append(self.headers.get("content-type", ""))
+                request = json.loads(body)
+                for resource_spans in request["resourceSpans"]:
+                    attrs = {a["key"]: a["value"]["stringValue"] for a in resource_spans["resource"]["attributes"]}
+                    for scope in resource_spans["scopeSpans"]:
+                        receiver.spans += [(attrs, span) for span in scope["spans"]]
+                reply = b"{}"
                 self.send_response(200)
-                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
@@ -65,7 +64,7 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[dict[str, str], Span]]:
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[dict[str, str], dict]]:
         deadline = time.monotonic() + timeout
         while len(self.spans) < count and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -105,22 +104,22 @@ def test_a_request_with_a_traceparent_gets_a_child_span_that_parents_the_next_ho
     assert (status, body) == (200, b"v1")
 
     ((resource, span),) = receiver.wait_for(1)
-    assert receiver.paths == ["/v1/traces"]
-    assert span.trace_id.hex() == TRACE and span.parent_span_id.hex() == PARENT
-    assert span.kind == Span.SPAN_KIND_SERVER and span.name == "GET default"
+    assert receiver.paths == ["/v1/traces"] and receiver.content_types == ["application/json"]
+    assert span["traceId"] == TRACE and span["parentSpanId"] == PARENT
+    assert span["kind"] == SPAN_KIND_SERVER and span["name"] == "GET default"
     upstream = waypoint.backends.traceparents[-1]
-    assert upstream == f"00-{TRACE}-{span.span_id.hex()}-01"  # the backend's parent is the waypoint's span
-    attributes = {a.key: a.value for a in span.attributes}
-    assert attributes["http.request.method"].string_value == "GET"
-    assert attributes["url.path"].string_value == "/hello"
-    assert attributes["http.response.status_code"].int_value == 200
-    assert attributes["server.address"].string_value == HOST
-    assert attributes["upstream_cluster"].string_value == V1
-    assert attributes["response_flags"].string_value == "-"
-    assert attributes["istio.source_principal"].string_value == str(SLEEP)
-    assert attributes["guid:x-request-id"].string_value == "req-1"
+    assert upstream == f"00-{TRACE}-{span['spanId']}-01"  # the backend's parent is the waypoint's span
+    attributes = {a["key"]: a["value"] for a in span["attributes"]}
+    assert attributes["http.request.method"] == {"stringValue": "GET"}
+    assert attributes["url.path"] == {"stringValue": "/hello"}
+    assert attributes["http.response.status_code"] == {"intValue": "200"}
+    assert attributes["server.address"] == {"stringValue": HOST}
+    assert attributes["upstream_cluster"] == {"stringValue": V1}
+    assert attributes["response_flags"] == {"stringValue": "-"}
+    assert attributes["istio.source_principal"] == {"stringValue": str(SLEEP)}
+    assert attributes["guid:x-request-id"] == {"stringValue": "req-1"}
     assert resource["service.name"] == "wp.default"
-    assert span.end_time_unix_nano >= span.start_time_unix_nano > 0
+    assert int(span["endTimeUnixNano"]) >= int(span["startTimeUnixNano"]) > 0
     assert waypoint.backends.seen[OK] >= 1
 
 
@@ -131,6 +130,6 @@ def test_a_request_without_a_traceparent_starts_a_trace_at_the_waypoint(traced) 
     assert status == 200
     spans = receiver.wait_for(before + 1)
     _, span = spans[-1]
-    assert span.parent_span_id == b"" and span.trace_id.hex() != TRACE
+    assert "parentSpanId" not in span and span["traceId"] != TRACE
     version, trace_id, parent_id, _flags = waypoint.backends.traceparents[-1].split("-")
-    assert (version, trace_id, parent_id) == ("00", span.trace_id.hex(), span.span_id.hex())
+    assert (version, trace_id, parent_id) == ("00", span["traceId"], span["spanId"])
