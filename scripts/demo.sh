@@ -142,7 +142,8 @@ up() {
   show kc apply -f samples/demo/web-api-canary.yaml
   sleep 1
   echo "100 requests from sleep:"
-  for _ in $(seq 100); do in_pod sleep curl -s -m 3 "http://$vip/" | grep -o '"name": "v[12]"'; done | sort | uniq -c
+  in_pod sleep sh -c "for i in \$(seq 100); do curl -s -m 3 http://$vip/; echo; done" \
+    | grep -o '"name": "v[12]"' | sort | uniq -c
 
   step "7. Metrics: L4 from ztunnel, L7 from the waypoint"
   echo "node-2's ztunnel, istio_tcp_connections_opened_total:"
