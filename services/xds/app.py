@@ -35,7 +35,7 @@ from .generators.envoy import to_any as envoy_any
 from .generators.index import Translator
 from .generators.resources import address_keys, to_any
 from .hub import Hub
-from .jwks import JwksCache
+from .jwks import JwksCache, resolve_in_mesh
 from .model import WATCHED, Change, ConfigStore
 from .protocol import Resource, Table
 from .secrets import SecretCache, istiod_fetcher
@@ -108,7 +108,7 @@ class Pipeline:
         self.debounce = debounce
         self.conditions = conditions
         self.reconcile = reconcile
-        self.jwks = JwksCache(self.on_jwks)
+        self.jwks = JwksCache(self.on_jwks, resolve=lambda uri: resolve_in_mesh(uri, self.store))
         self.secrets = SecretCache(self.on_secrets)  # its fetcher is set by run() when a token allows
         self.translator = Translator()
         self.envoy = EnvoyTranslator(jwks=self.jwks.get, secrets=self.secrets.get)

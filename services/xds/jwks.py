@@ -1,9 +1,15 @@
 """The JWKS documents mesh-xds inlines into waypoint JWT providers (Istio's default: istiod fetches
 `jwksUri` itself, so proxies need no egress to the issuer).
 
+A `jwksUri` naming a Service of the mesh (`http://{name}.{ns}.svc.cluster.local[:port]/…`, or
+`…{ns}.svc`) is fetched from one of the Service's ready endpoints (pod IP and target port,
+`resolve_in_mesh`), keeping the URI's Host header: there is no cluster DNS here, and the pod
+network is routed to the control plane (docs/cluster.md).
+
 `get(uri)` answers from the cache only and never blocks the push path: an unknown URI is queued
 and `run()` fetches it in the background (short timeout, bounded size, at most MAX_URIS kept),
-refreshes every document every REFRESH seconds and retries failures after RETRY seconds. When a
+refreshes every document every REFRESH seconds and retries failures after 1, 2, 4 … up to RETRY
+seconds. When a
 document appears or changes, `on_change(uris)` is called so the translator re-translates the
 waypoints that inline it; until then (or when it cannot be fetched) the translation fails closed.
 """
@@ -17,8 +23,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
+from .generators.envoy.targets import service_target
+from .generators.view import IndexedView
+from .model import SERVICES, ConfigStore
 
 log = logging.getLogger("mesh-xds.jwks")
 
@@ -26,7 +37,8 @@ MAX_URIS = 256
 MAX_BYTES = 1 << 20
 TIMEOUT = 5.0
 REFRESH = 20 * 60.0  # Istio's default JWKS refresh interval
-RETRY = 60.0
+RETRY = 60.0  # the longest wait before a failed fetch is retried; the first retries come sooner
+FIRST_RETRY = 1.0  # doubled after each failure up to RETRY (an issuer that is still starting)
 
 
 class JwksError(Exception):
@@ -38,6 +50,7 @@ class _Entry:
     document: str | None = None
     due: float = 0.0  # when to fetch next (monotonic)
     error: str = ""
+    failures: int = 0
 
 
 def parse_jwks(body: bytes) -> str:
@@ -56,9 +69,15 @@ def parse_jwks(body: bytes) -> str:
 class JwksCache:
     """jwksUri → document, fetched in the background. Used from one event loop."""
 
-    def __init__(self, on_change: Callable[[set[str]], None], client: httpx.AsyncClient | None = None):
+    def __init__(
+        self,
+        on_change: Callable[[set[str]], None],
+        client: httpx.AsyncClient | None = None,
+        resolve: Callable[[str], str | None] | None = None,
+    ):
         self.on_change = on_change
         self._client = client
+        self._resolve = resolve
         self._entries: dict[str, _Entry] = {}
         self._wake = asyncio.Event()
 
@@ -80,8 +99,10 @@ class JwksCache:
         return entry.error if entry else ""
 
     async def _fetch(self, client: httpx.AsyncClient, uri: str) -> str:
+        target = self._resolve(uri) if self._resolve else None
+        headers = {"host": urlsplit(uri).netloc} if target else {}
         try:
-            response = await client.get(uri, timeout=TIMEOUT, follow_redirects=True)
+            response = await client.get(target or uri, headers=headers, timeout=TIMEOUT, follow_redirects=True)
         except httpx.HTTPError as e:
             raise JwksError(f"{type(e).__name__}: {e}") from None
         if response.status_code != 200:
@@ -98,10 +119,12 @@ class JwksCache:
             try:
                 document = await self._fetch(client, uri)
             except JwksError as e:
-                entry.error, entry.due = str(e), time.monotonic() + RETRY
-                log.warning("fetching JWKS failed", extra={"uri": uri, "error": entry.error})
+                entry.failures += 1
+                delay = min(RETRY, FIRST_RETRY * 2 ** (entry.failures - 1))
+                entry.error, entry.due = str(e), time.monotonic() + delay
+                log.warning("fetching JWKS failed", extra={"uri": uri, "error": entry.error, "retry_in_s": delay})
                 continue
-            entry.error, entry.due = "", time.monotonic() + REFRESH
+            entry.error, entry.due, entry.failures = "", time.monotonic() + REFRESH, 0
             if document != entry.document:
                 entry.document = document
                 changed.add(uri)
@@ -123,3 +146,28 @@ class JwksCache:
         finally:
             if self._client is None:
                 await client.aclose()
+
+
+MESH_DOMAINS = (".svc.cluster.local", ".svc")
+
+
+def resolve_in_mesh(uri: str, store: ConfigStore) -> str | None:
+    """The URL to fetch an in-mesh `uri` from: a ready endpoint of the Service it names (plain
+    HTTP only); None when the URI does not name a Service of the mesh or it has no endpoint."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    suffix = next((d for d in MESH_DOMAINS if host.endswith(d)), None)
+    if parts.scheme != "http" or suffix is None:
+        return None
+    labels = host[: -len(suffix)].split(".")
+    if len(labels) != 2:
+        return None
+    name, namespace = labels
+    view = IndexedView(store)
+    svc = view.get(SERVICES, namespace, name)
+    target = service_target(view, svc) if svc is not None else None
+    endpoints = target.endpoints.get(parts.port or 80, ()) if target is not None else ()
+    if not endpoints:
+        return None
+    endpoint = endpoints[0]
+    return urlunsplit(("http", f"{endpoint.ip}:{endpoint.port}", parts.path, parts.query, ""))

@@ -395,15 +395,32 @@ def _jwt_fixtures() -> tuple[str, callable]:
     return jwks, sign
 
 
+def _jwks_server(mesh: Mesh, jwks: str) -> str:
+    """A pod serving the JWKS document (python's http.server in a directory holding it) behind
+    the Service `jwks`; returns the in-mesh URI a RequestAuthentication names."""
+    folder = mesh.state / "jwks-site"
+    folder.mkdir(exist_ok=True)
+    (folder / "jwks.json").write_text(jwks)
+    body = _pod("jwks", "node-2", "jwks", {"app": "jwks"}, [sys.executable, "-m", "http.server", "8000"])
+    body["spec"]["containers"][0]["workingDir"] = str(folder)
+    mesh.apply("/api/v1/namespaces/default/pods", body)
+    port = {"name": "http", "port": 80, "targetPort": 8000}
+    mesh.apply("/api/v1/namespaces/default/services", _service("jwks", {"app": "jwks"}, port))
+    wait_running(mesh.client, "default", "jwks")
+    return "http://jwks.default.svc.cluster.local/jwks.json"
+
+
 def test_jwt_claims_decide_at_the_waypoint(mesh: Mesh) -> None:
+    """The keys come by `jwksUri` from a server inside the mesh (mesh-xds fetches and inlines them)."""
     from cryptography.hazmat.primitives.asymmetric import ec
 
     jwks, sign = _jwt_fixtures()
+    rule = {"issuer": "https://issuer.e2e.test", "jwksUri": _jwks_server(mesh, jwks)}
     authn = {
         "apiVersion": "security.istio.io/v1",
         "kind": "RequestAuthentication",
         "metadata": {"name": "issuer"},
-        "spec": {"targetRefs": [GATEWAY_REF], "jwtRules": [{"issuer": "https://issuer.e2e.test", "jwks": jwks}]},
+        "spec": {"targetRefs": [GATEWAY_REF], "jwtRules": [rule]},
     }
     authn_url = mesh.apply(f"{ops.SECURITY}/default/requestauthentications", authn)
     spec = {
@@ -421,7 +438,9 @@ def test_jwt_claims_decide_at_the_waypoint(mesh: Mesh) -> None:
     forged = sign({"groups": ["admin"]}, ec.generate_private_key(ec.SECP256R1()))
     try:
         ops.wait(lambda: _status(mesh, "sleep") == 403, 20, "the claim requirement to apply")
-        assert _status(mesh, "sleep", authorization=f"Bearer {admin}") == 200
+        ops.wait(
+            lambda: _status(mesh, "sleep", authorization=f"Bearer {admin}") == 200, 30, "the keys fetched from the mesh"
+        )
         assert _status(mesh, "sleep", authorization=f"Bearer {dev}") == 403
         assert _status(mesh, "sleep", authorization=f"Bearer {forged}") == 401
     finally:
