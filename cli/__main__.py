@@ -71,19 +71,30 @@ def _cmd_node(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_cert(args: argparse.Namespace) -> int:
-    from . import cert, nodes
+def _node_token(args: argparse.Namespace, state: Path) -> str | None:
+    """The node token (--token-file, else the one `meshctl node create` saved); None after saying
+    how to get one."""
+    from . import nodes
 
-    state = _state_dir(args.state_dir)
     token_file = Path(args.token_file) if args.token_file else nodes.token_path(state, args.node)
     if not token_file.exists():
         print(
             f"meshctl: {token_file} not found (register the node with: meshctl node create {args.node})",
             file=sys.stderr,
         )
+        return None
+    return token_file.read_text().strip()
+
+
+def _cmd_cert(args: argparse.Namespace) -> int:
+    from . import cert
+
+    state = _state_dir(args.state_dir)
+    token = _node_token(args, state)
+    if token is None:
         return 1
     roots = None if args.plaintext else cert.roots_from(state)
-    report = cert.request(args.ca, roots, token_file.read_text().strip(), args.identity, args.ttl)
+    report = cert.request(args.ca, roots, token, args.identity, args.ttl)
     print(f"{args.node} asks for {args.identity}: {report}")
     return 0 if report.startswith("issued") else 3
 
@@ -105,19 +116,15 @@ def _cmd_proxy_status(args: argparse.Namespace) -> int:
 def _cmd_xds_config(args: argparse.Namespace) -> int:
     import asyncio
 
-    from . import cert, nodes, xds
+    from . import cert, xds
 
     state = _state_dir(args.state_dir)
-    token_file = Path(args.token_file) if args.token_file else nodes.token_path(state, args.node)
-    if not token_file.exists():
-        print(
-            f"meshctl: {token_file} not found (register the node with: meshctl node create {args.node})",
-            file=sys.stderr,
-        )
+    token = _node_token(args, state)
+    if token is None:
         return 1
     roots = None if args.plaintext else cert.roots_from(state)
     try:
-        client = asyncio.run(xds.fetch(args.xds, roots, token_file.read_text().strip()))
+        client = asyncio.run(xds.fetch(args.xds, roots, token))
     except Exception as e:
         print(f"meshctl: mesh-xds at {args.xds} did not answer: {e}", file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cli.cluster import topology
 from mesh import netns
 from tests import harness
 
@@ -223,25 +224,9 @@ def pod_netns(uid: str) -> str:
 
 
 def conflist(node_dir: Path) -> dict[str, Any]:
-    """bridge + host-local only: the test does not depend on the istio-cni plugin."""
-    return {
-        "cniVersion": "1.0.0",
-        "name": "mesh",
-        "plugins": [
-            {
-                "type": "bridge",
-                "bridge": "cni0",
-                "isGateway": True,
-                "ipMasq": False,
-                "ipam": {
-                    "type": "host-local",
-                    "dataDir": str(node_dir / "cni" / "ipam"),
-                    "ranges": [[{"subnet": POD_SUBNET, "gateway": POD_GATEWAY}]],
-                    "routes": [{"dst": "198.18.0.0/15", "gw": POD_GATEWAY}],
-                },
-            }
-        ],
-    }
+    """The cluster's chain without its last plugin: the test does not depend on istio-cni."""
+    chain = topology.pod_conflist(POD_SUBNET, POD_GATEWAY, str(node_dir))
+    return {**chain, "plugins": chain["plugins"][:1]}
 
 
 def write_node_dir(node_dir: Path, name: str, token: str, istiod: harness.Istiod) -> None:
