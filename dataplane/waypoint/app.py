@@ -27,7 +27,7 @@ from .proxy.pipeline import Pipeline
 from .proxy.server import Inbound
 from .proxy.upstream import Upstreams
 from .settings import WaypointConfig
-from .telemetry import Metrics, Reporting, Source
+from .telemetry import ACCESS_LOG, Metrics, Reporting, Source
 from .xds_client import XdsClient
 
 if TYPE_CHECKING:
@@ -147,6 +147,7 @@ class Waypoint:
         await self.identity.aclose()
         if self.tracer is not None:  # export what is queued (the exporter's own timeout bounds it)
             await asyncio.to_thread(self.tracer.shutdown)
+        ACCESS_LOG.flush()  # the last requests' lines before "stopped"
         log.info("stopped")
 
 

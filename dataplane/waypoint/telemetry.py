@@ -12,12 +12,13 @@ reads `unknown`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+
+from .access_log import AccessLog
 
 UNKNOWN = "unknown"
 LABELS = (
@@ -68,7 +69,7 @@ DURATION_BUCKETS = (
 )
 SIZE_BUCKETS = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000)
 
-access_log = logging.getLogger("waypoint.access")
+ACCESS_LOG = AccessLog()
 
 
 def parse_baggage(value: str | None) -> dict[str, str]:
@@ -247,10 +248,9 @@ class Metrics:
 
 def access_log_enabled() -> bool:
     """Whether `log_request` writes anything (so a caller can skip building the fields)."""
-    return access_log.isEnabledFor(logging.INFO)
+    return ACCESS_LOG.enabled
 
 
 def log_request(fields: dict[str, object], omit: Iterable[str] = ()) -> None:
     """One JSON line on `waypoint.access` (no header values: they may carry tokens)."""
-    line = {k: v for k, v in fields.items() if k not in omit} if omit else fields
-    access_log.info("request", extra=line)
+    ACCESS_LOG.write({k: v for k, v in fields.items() if k not in omit} if omit else fields)

@@ -225,7 +225,7 @@ def test_get_only_policy_for_sleep_allows_get_and_denies_delete(mesh: Mesh) -> N
             )
             >= 1
         )
-        assert "RBAC: access denied" in mesh.waypoint_log()
+        ops.wait(lambda: "RBAC: access denied" in mesh.waypoint_log(), 5, "the access-log line of the denial")
     finally:
         mesh.delete(url)
     ops.wait(lambda: _status(mesh, "other", "DELETE") == 200, 20, "the policy to go away")

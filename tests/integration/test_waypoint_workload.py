@@ -81,5 +81,5 @@ def test_pod_addressed_requests_reach_the_pod_under_the_gateway_policy(waypoint:
     ok = next(line for line in text.splitlines() if line.startswith("istio_requests_total{") and 'code="200"' in line)
     assert 'destination_workload="echo-0"' in ok and 'destination_service="unknown"' in ok
     assert 'destination_principal="spiffe://cluster.local/ns/default/sa/echo"' in ok
-    log = waypoint.log.read_text()
-    assert '"upstream_host":"127.0.0.2:9090"' in log and '"filter_chain":"workload/default/echo-0"' in log
+    line = waypoint.log_line(lambda x: '"upstream_host":"127.0.0.2:9090"' in x)
+    assert '"filter_chain":"workload/default/echo-0"' in line

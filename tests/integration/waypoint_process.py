@@ -16,6 +16,7 @@ import functools
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,18 @@ class Running:
     async def get(self, vip: str, host: str, path: str, headers: tuple = ()) -> tuple[int, dict[str, str], bytes]:
         """One HTTP/1.1 GET on a new tunnel."""
         return await http1(await self.tunnel(vip), h11.Connection(h11.CLIENT), "GET", path, host, headers)
+
+    def log_line(self, wanted: Callable[[str], bool], timeout: float = 3.0) -> str:
+        """The first line of the waypoint's output that `wanted` accepts, waiting for it: access
+        lines are written in batches (dataplane/waypoint/access_log.py)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = next((x for x in self.log.read_text().splitlines() if wanted(x)), None)
+            if line is not None:
+                return line
+            if time.monotonic() > deadline:
+                raise AssertionError("no such line in the waypoint's log:\n" + self.log.read_text()[-3000:])
+            time.sleep(0.02)
 
     def scrape(self) -> list:
         """The waypoint's `istio_requests_total` samples."""

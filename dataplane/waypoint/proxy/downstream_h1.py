@@ -1,5 +1,5 @@
-"""HTTP/1.1 inside a CONNECT stream (h11): keep-alive, content-length and chunked bodies, one
-request at a time as HTTP/1.1 requires; responses are streamed, not buffered."""
+"""HTTP/1.1 inside a CONNECT stream (http1.py): keep-alive, content-length and chunked bodies,
+one request at a time as HTTP/1.1 requires; responses are streamed, not buffered."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-import h11
-
+from . import http1
 from .byte_stream import ByteStream, StreamClosed
 from .messages import HOP_BY_HOP, MAX_REQUEST_BODY, HttpRequest, HttpResponse, text_response
 
 log = logging.getLogger("waypoint.http1")
 Handle = Callable[[HttpRequest], Awaitable[HttpResponse]]
-MAX_HEAD = 64 << 10
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class BadRequest(Exception):
@@ -25,98 +24,121 @@ class BadRequest(Exception):
         self.status = status
 
 
-async def _next_event(conn: h11.Connection, stream: ByteStream) -> object:
+async def _next_event(parser: http1.Parser, stream: ByteStream) -> http1.Event:
     while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as e:
-            raise BadRequest(e.error_status_hint, str(e)) from None
-        if event is not h11.NEED_DATA:
+        event = parser.next_event()
+        if event is not http1.NEED_DATA:
             return event
-        conn.receive_data(await stream.read())
+        try:
+            parser.feed(await stream.read())
+        except http1.ProtocolError as e:
+            raise BadRequest(e.status, str(e)) from None
 
 
-async def _read_body(conn: h11.Connection, stream: ByteStream) -> bytes:
+async def _read_body(parser: http1.Parser, stream: ByteStream) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:
-        event = await _next_event(conn, stream)
-        if isinstance(event, h11.Data):
-            size += len(event.data)
+        event = await _next_event(parser, stream)
+        if type(event) is bytes:
+            size += len(event)
             if size > MAX_REQUEST_BODY:
                 raise BadRequest(413, "request body too large")
-            parts.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
+            parts.append(event)
+        elif event is http1.END:
             return b"".join(parts)
         else:
-            raise BadRequest(400, f"unexpected {type(event).__name__} in a request body")
+            raise BadRequest(400, f"unexpected {event!r} in a request body")
 
 
-def _request(event: h11.Request, body: bytes) -> HttpRequest:
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
-    authority = next((v for k, v in headers if k == "host"), "")
-    kept = [(k, v) for k, v in headers if k not in HOP_BY_HOP and k != "content-length"]
-    return HttpRequest(event.method.decode(), event.target.decode("latin-1"), authority, kept, body, "HTTP/1.1")
+def _request(head: http1.RequestHead, body: bytes) -> HttpRequest:
+    authority = next((v for k, v in head.headers if k == "host"), "")
+    kept = [(k, v) for k, v in head.headers if k not in HOP_BY_HOP and k != "content-length" and k != "expect"]
+    return HttpRequest(head.method, head.target, authority, kept, body, "HTTP/1.1")
 
 
-async def send_response(conn: h11.Connection, stream: ByteStream, response: HttpResponse) -> None:
-    """Send `response`; a body of unknown length goes chunked (h11 picks the framing)."""
+async def send_response(
+    stream: ByteStream, response: HttpResponse, *, method: str = "GET", keep_alive: bool = True, chunked: bool = True
+) -> bool:
+    """Send `response` to a request of `method`; True if the connection may carry another request.
+
+    Framing: content-length when the size is known, else chunked (`chunked`: the client speaks
+    HTTP/1.1), else the end of the connection. A streamed body that is shorter or longer than its
+    announced length ends the connection (the client sees the truncation), as Envoy does."""
     headers = [(k, v) for k, v in response.headers if k not in HOP_BY_HOP and k != "content-length"]
+    with_body = http1.body_allowed(response.status, method)
+    length = len(response.body) if isinstance(response.body, bytes) else response.length
+    if length is not None and response.status not in (204, 304) and response.status >= 200:
+        headers.append(("content-length", str(length)))
+    elif with_body and chunked:
+        headers.append(("transfer-encoding", "chunked"))
+    elif with_body:
+        keep_alive = False  # the body ends with the connection
+    if not keep_alive:
+        headers.append(("connection", "close"))
+    head = http1.response_head(response.status, headers)
     if isinstance(response.body, bytes):
-        headers.append(("content-length", str(len(response.body))))
-    elif response.length is not None:
-        headers.append(("content-length", str(response.length)))
-    head = conn.send(h11.Response(status_code=response.status, headers=headers))
-    if isinstance(response.body, bytes):
-        # One write for head, body and end: each write is an HBONE DATA frame, a TLS record and
-        # a send system call, here and again in the peer's ztunnel.
-        body = conn.send(h11.Data(data=response.body)) if response.body else b""
-        await stream.write(head + body + conn.send(h11.EndOfMessage()))
-        response.bytes_sent = len(response.body)
-        return
+        # One write for head and body: each write is an HBONE DATA frame, a TLS record and a
+        # send system call, here and again in the peer's ztunnel.
+        body = response.body if with_body else b""
+        await stream.write(head + body)
+        response.bytes_sent = len(body)
+        return keep_alive
     await stream.write(head)  # a streamed body: the head goes now, the chunks as they come
-    async for chunk in response.body:
-        if chunk:
-            response.bytes_sent += len(chunk)
-            await stream.write(conn.send(h11.Data(data=chunk)))
-    await stream.write(conn.send(h11.EndOfMessage()))
+    sent = 0
+    async for part in response.body:
+        if not part or not with_body:
+            continue
+        sent += len(part)
+        if length is not None and sent > length:
+            log.info("http1: upstream body longer than its content-length %d; connection closed", length)
+            return False
+        await stream.write(http1.chunk(part) if length is None and chunked else part)
+        response.bytes_sent = sent
+    if with_body and length is not None and sent != length:
+        log.info("http1: response body ended at %d of %d bytes; connection closed", sent, length)
+        return False
+    if with_body and length is None and chunked:
+        await stream.write(http1.LAST_CHUNK)
+    return keep_alive
 
 
 async def serve_h1(stream: ByteStream, first: bytes, handle: Handle) -> None:
     """Serve requests on `stream` until the client closes or asks to (`Connection: close`)."""
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-    if first:  # h11 takes b"" as the end of the stream
-        conn.receive_data(first)
+    parser = http1.Parser()
     while True:
         try:
-            event = await _next_event(conn, stream)
-            if isinstance(event, h11.ConnectionClosed):
+            if first:
+                parser.feed(first)
+                first = b""
+            event = await _next_event(parser, stream)
+            if event is http1.CLOSED:
                 return
-            if not isinstance(event, h11.Request):
-                raise BadRequest(400, f"expected a request, got {type(event).__name__}")
-            request = _request(event, await _read_body(conn, stream))
-        except BadRequest as e:
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                reply = text_response(e.status, str(e))
-                reply.headers.append(("connection", "close"))
-                with contextlib.suppress(StreamClosed, h11.LocalProtocolError):
-                    await send_response(conn, stream, reply)
+            if not isinstance(event, http1.RequestHead):
+                raise BadRequest(400, f"expected a request, got {event!r}")
+            head = event
+            if head.expect_continue:
+                await stream.write(CONTINUE)
+            request = _request(head, await _read_body(parser, stream))
+        except (BadRequest, http1.ProtocolError) as e:
+            reply = text_response(e.status, str(e))
+            with contextlib.suppress(StreamClosed):
+                await send_response(stream, reply, keep_alive=False)
             stream.close()
             return
         except StreamClosed:
             return
         response = await handle(request)
+        keep_alive = head.keep_alive and not parser.upgraded
         try:
-            await send_response(conn, stream, response)
-        except h11.LocalProtocolError as e:  # e.g. the upstream's body was shorter than announced
-            log.info("http1: response aborted: %s", e)
-            stream.close()
-            return
-        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-            stream.close()
-            return
-        try:
-            conn.start_next_cycle()
-        except h11.LocalProtocolError:
+            keep_alive = await send_response(
+                stream, response, method=head.method, keep_alive=keep_alive, chunked=head.version == "1.1"
+            )
+        except http1.HeadError as e:  # e.g. a header modifier put a line break into a value
+            log.warning("http1: response not sent: %s", e)
+            with contextlib.suppress(StreamClosed):
+                await send_response(stream, text_response(502, "invalid response head"), keep_alive=False)
+            keep_alive = False
+        if not keep_alive:
             stream.close()
             return

@@ -19,12 +19,11 @@ import collections
 import contextlib
 import logging
 
-import h11
-
 from mesh.hbone import HboneClient, HboneError, Pool, PoolKey, format_authority
 
 from ..identity import WaypointIdentity
 from ..l7.upstreams import ClusterState, Endpoint, Resource
+from . import http1
 from .byte_stream import ByteStream, HboneBytes, StreamClosed, TcpBytes
 from .messages import HOP_BY_HOP, HttpRequest
 from .upstream_h2 import exchange_h2
@@ -76,43 +75,43 @@ class Connector:
 class _H1:
     """One HTTP/1.1 client connection over a byte stream, holding a `max_connections` unit."""
 
-    __slots__ = ("conn", "key", "state", "stream")
+    __slots__ = ("key", "parser", "reusable", "state", "stream")
 
     def __init__(self, key: EndpointKey, stream: ByteStream, state: ClusterState) -> None:
         self.key = key
         self.stream = stream
         self.state = state
-        self.conn = h11.Connection(h11.CLIENT)
+        self.parser = http1.Parser(responses=True)
+        self.reusable = False  # set once a whole exchange left the connection open and idle
 
-    async def next_event(self) -> object:
-        while True:  # ends: each read brings data or b"" (h11 then yields ConnectionClosed)
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
+    async def next_event(self) -> http1.Event:
+        """The next response event; StreamClosed when the bytes are not HTTP/1.1."""
+        parser = self.parser
+        while True:  # ends: each read brings data or b"" (then END or CLOSED, or an error)
+            event = parser.next_event()
+            if event is not http1.NEED_DATA:
                 return event
-            self.conn.receive_data(await self.stream.read())
+            try:
+                parser.feed(await self.stream.read())
+            except http1.ProtocolError as e:
+                raise StreamClosed(f"invalid response: {e}") from None
 
 
 def _body_at_hand(h1: _H1) -> tuple[list[bytes], bool]:
-    """The body parts h11 can give from bytes already received (a content-length body that came
-    with its head, as a small answer does), and whether it is complete. A complete body is
-    handed on as bytes: one downstream write for head and body, no per-chunk generators, and
-    the connection back in its pool at once. A protocol error is left for the streamed body to
-    raise (h11 raises it again on the next read)."""
+    """The body parts already parsed from bytes received (a content-length body that came with
+    its head, as a small answer does), and whether it is complete. A complete body is handed on
+    as bytes: one downstream write for head and body, no per-chunk generators, and the
+    connection back in its pool at once."""
     parts: list[bytes] = []
-    conn = h1.conn
+    parser = h1.parser
     while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError:
-            return parts, False
-        if type(event) is h11.Data:
-            parts.append(bytes(event.data))
-        elif event is h11.NEED_DATA:
-            return parts, False
-        elif type(event) is h11.EndOfMessage:
+        event = parser.next_event()
+        if type(event) is bytes:
+            parts.append(event)
+        elif event is http1.END:
             return parts, True
-        else:
-            raise StreamClosed(f"unexpected {type(event).__name__} in a response body")
+        else:  # NEED_DATA (CLOSED cannot come before END inside a message)
+            return parts, False
 
 
 def _over_limit(state: ClusterState) -> bool:
@@ -164,7 +163,7 @@ class Upstreams:
             h1, reused = await self._h1(state, endpoint)
             try:
                 return await self._exchange(h1, request, head)
-            except (StreamClosed, h11.ProtocolError) as e:
+            except StreamClosed as e:
                 self._discard(h1)
                 if not reused:
                     raise UpstreamReset(f"{endpoint.address}:{endpoint.port}: {e}") from None
@@ -212,8 +211,7 @@ class Upstreams:
 
     def _release(self, h1: _H1) -> None:
         pool = self._pools.setdefault(h1.state.name, _ClusterPool())
-        if h1.conn.our_state is h11.DONE and h1.conn.their_state is h11.DONE:
-            h1.conn.start_next_cycle()
+        if h1.reusable and h1.parser.idle:
             idle = pool.idle.setdefault(h1.key, [])
             if len(idle) < MAX_IDLE_PER_ENDPOINT:
                 idle.append(h1)
@@ -231,25 +229,38 @@ class Upstreams:
         out += [(k, v) for k, v in head.headers if k not in HOP_BY_HOP and k != "content-length"]
         if request.body or request.method not in ("GET", "HEAD", "DELETE", "OPTIONS"):
             out.append(("content-length", str(len(request.body))))
-        data = h1.conn.send(h11.Request(method=request.method, target=head.path, headers=out))
-        if request.body:
-            data += h1.conn.send(h11.Data(data=request.body))
-        data += h1.conn.send(h11.EndOfMessage())
-        await h1.stream.write(data)
+        try:
+            data = http1.request_head(request.method, head.path, out)
+        except http1.HeadError as e:
+            raise UpstreamReset(str(e)) from None
+        await h1.stream.write(data + request.body if request.body else data)
         for _ in range(100):  # 1xx answers are skipped; more than 100 of them is not HTTP
             event = await h1.next_event()
-            if isinstance(event, h11.Response):
-                break
-            if isinstance(event, h11.ConnectionClosed):
+            if isinstance(event, http1.ResponseHead):
+                if event.status >= 200 or event.status == 101:
+                    break
+                if await h1.next_event() is not http1.END:  # a 1xx has no body
+                    raise StreamClosed("a body after an informational response")
+            elif event is http1.CLOSED:
                 raise StreamClosed("closed before a response")
+            else:
+                raise StreamClosed(f"unexpected {event!r} before a response")
         else:
             raise StreamClosed("too many informational responses")
-        response_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
-        length = next((int(v) for k, v in response_headers if k == "content-length" and v.isdigit()), None)
-        kept = [(k, v) for k, v in response_headers if k not in HOP_BY_HOP and k != "content-length"]
-        if request.method == "HEAD" or event.status_code in (204, 304):
+        if event.status == 101:
+            raise StreamClosed("the upstream switched protocols, which was not asked for")
+        length = next((int(v) for k, v in event.headers if k == "content-length" and v.isdigit()), None)
+        kept = [(k, v) for k, v in event.headers if k not in HOP_BY_HOP and k != "content-length"]
+        if request.method == "HEAD" or event.status in (204, 304):
             length = None
-        response = UpstreamResponse(event.status_code, kept, None, length)  # type: ignore[arg-type]
+        response = UpstreamResponse(event.status, kept, None, length)  # type: ignore[arg-type]
+        if request.method == "HEAD":
+            # llhttp cannot be told the answer has no body (it would wait for content-length
+            # bytes that never come): the answer is complete, the connection is not reused.
+            response.body = b""
+            self._discard(h1)
+            return response
+        h1.reusable = event.keep_alive
         parts, complete = _body_at_hand(h1) if length is not None else ([], False)
         if complete:
             response.body = b"".join(parts)
@@ -261,17 +272,17 @@ class Upstreams:
     async def _body(self, h1: _H1, at_hand: list[bytes]):
         finished = False
         try:
-            for chunk in at_hand:
-                yield chunk
-            while True:  # ends with EndOfMessage, or an error when the connection closes
+            for part in at_hand:
+                yield part
+            while True:  # ends with END, or an error when the connection breaks
                 event = await h1.next_event()
-                if isinstance(event, h11.Data):
-                    yield bytes(event.data)
-                elif isinstance(event, h11.EndOfMessage):
+                if type(event) is bytes:
+                    yield event
+                elif event is http1.END:
                     finished = True
                     return
                 else:
-                    raise StreamClosed(f"unexpected {type(event).__name__} in a response body")
+                    raise StreamClosed(f"unexpected {event!r} in a response body")
         finally:
             if finished:
                 self._release(h1)

@@ -64,3 +64,32 @@ def test_garbage_gets_400_and_close() -> None:
     asyncio.run(serve_h1(pipe, b"", handle))
     assert pipe.out.startswith(b"HTTP/1.1 400 ")
     assert pipe.closed
+
+
+def test_head_requests_get_no_body_and_http10_gets_close_delimited() -> None:
+    async def handle(request: HttpRequest) -> HttpResponse:
+        async def body():
+            yield b"streamed"
+
+        return HttpResponse(200, [], body() if request.target == "/stream" else b"hello", length=None)
+
+    head = Pipe(b"HEAD /x HTTP/1.1\r\nHost: a\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    asyncio.run(serve_h1(head, b"", handle))
+    first, _, second = head.out.partition(b"HTTP/1.1 200 OK\r\n")[2].partition(b"HTTP/1.1 200 OK\r\n")
+    assert b"content-length: 5\r\n\r\n" in first and not first.endswith(b"hello")  # no body to HEAD
+    assert second.endswith(b"connection: close\r\n\r\nhello") and head.closed
+
+    old = Pipe(b"GET /stream HTTP/1.0\r\n\r\n")
+    asyncio.run(serve_h1(old, b"", handle))
+    assert b"transfer-encoding" not in old.out.lower() and old.out.endswith(b"\r\n\r\nstreamed")
+    assert old.closed  # the end of the connection is the end of the body
+
+
+def test_expect_continue_is_answered_before_the_body() -> None:
+    async def handle(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(200, [], request.body)
+
+    pipe = Pipe(b"PUT /x HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\n")
+    pipe.incoming.append(b"hi")
+    asyncio.run(serve_h1(pipe, b"", handle))
+    assert pipe.out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n") and pipe.out.endswith(b"hi")
