@@ -1,11 +1,23 @@
 """What HBONE's client and server cores share (protocol.py): the settings, the frame-repr
 override, event translation from h2, flow control and the per-stream send queues.
 
+The DATA path bypasses h2. Each DATA frame through h2 cost about 10 µs to send and 12 µs to
+receive (hyperframe objects, h2's stream state machine, its window bookkeeping): with four
+frames per proxied request, a tenth of the waypoint's CPU. So `receive_data` splits the input
+into frames itself: DATA for an open stream and WINDOW_UPDATE for the connection or an open
+stream are handled here (windows checked, padding stripped, FLOW_CONTROL_ERROR and
+PROTOCOL_ERROR as RFC 9113 §6.1, §6.9 say), everything else goes to h2 in order, as complete
+frames. Outbound DATA frames and WINDOW_UPDATEs are written here too, so both directions'
+windows are tracked here and h2's are left alone (a window h2 saw only half of would overflow).
+h2 still learns of each stream's end: a received END_STREAM is handed to it as an empty DATA
+frame, and a stream's own end goes out through `h2.end_stream`.
+
 Importing this module replaces hyperframe's `Frame.__repr__` (see `install_cheap_frame_repr`).
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 
@@ -38,6 +50,16 @@ _RFC_INITIAL_WINDOW = 65_535  # every window's size before SETTINGS or WINDOW_UP
 # an update, rarely enough that WINDOW_UPDATE frames stay a small fraction of all frames.
 _STREAM_CREDIT_STEP = STREAM_WINDOW // 4
 _CONNECTION_CREDIT_STEP = CONNECTION_WINDOW // 4
+_MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
+_PREFACE_SIZE = 24  # "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", which only a server receives
+# RFC 9113 §4.1: length (24 bits, read as 16 + 8), type, flags, reserved bit + stream id.
+_FRAME_HEADER = struct.Struct(">HBBBL")
+_DATA, _HEADERS, _PUSH_PROMISE, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x5, 0x8, 0x9
+_END_STREAM, _END_HEADERS, _PADDED = 0x1, 0x4, 0x8
+
+
+def _frame_header(length: int, frame_type: int, flags: int, stream_id: int) -> bytes:
+    return _FRAME_HEADER.pack(length >> 8, length & 0xFF, frame_type, flags, stream_id)
 
 
 def _cheap_frame_repr(frame: hyperframe.frame.Frame) -> str:
@@ -76,7 +98,14 @@ class HboneConnection:
         config = h2.config.H2Configuration(client_side=client_side, header_encoding="utf-8")
         self._h2 = h2.connection.H2Connection(config)
         self._streams: dict[int, StreamState] = {}
-        self._uncredited = 0  # connection-level bytes received but not yet returned
+        self._uncredited = 0  # connection-level bytes received here but not yet returned
+        self._uncredited_h2 = 0  # the same for DATA h2 saw (late frames of closed streams)
+        self._send_window = _RFC_INITIAL_WINDOW  # connection-level: what the peer lets us send
+        self._receive_window = CONNECTION_WINDOW  # connection-level: what we let the peer send
+        self._inbox = bytearray()  # received bytes not yet a whole frame
+        self._out: list[bytes | memoryview] = []  # frames written here, after h2's earlier output
+        self._preface_left = 0 if client_side else _PREFACE_SIZE
+        self._in_header_block = False  # a HEADERS without END_HEADERS awaits its CONTINUATIONs
         self._closed = False  # no more input is processed
         self.accepting = True  # False once closing: no new streams
         self._goaway_reason = ""
@@ -84,7 +113,6 @@ class HboneConnection:
             h2e.DataReceived: self._on_data,
             h2e.StreamEnded: self._on_stream_ended,
             h2e.StreamReset: self._on_stream_reset,
-            h2e.WindowUpdated: self._on_window_updated,
             h2e.RemoteSettingsChanged: self._on_settings_changed,
             h2e.ConnectionTerminated: self._on_terminated,
         }
@@ -106,24 +134,90 @@ class HboneConnection:
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes read from the connection; return what they meant, in order."""
+        out: list[Event] = []
         if self._closed:
-            return []
+            return out
+        inbox = self._inbox
+        inbox += data
+        size = len(inbox)
+        offset = batch = 0  # inbox[batch:offset] is whole frames (or preface) h2 has yet to see
+        if self._preface_left:
+            offset = min(self._preface_left, size)
+            self._preface_left -= offset
+        while not self._preface_left and size - offset >= 9:
+            high, low, kind, flags, stream_id = _FRAME_HEADER.unpack_from(inbox, offset)
+            length = high << 8 | low
+            end = offset + 9 + length
+            if length > MAX_FRAME_SIZE:  # §4.2: larger than we announced
+                if batch < offset:
+                    self._feed_h2(bytes(inbox[batch:offset]), out)
+                if not self._closed:
+                    out.extend(self._abort(ErrorCodes.FRAME_SIZE_ERROR, f"a frame of {length} bytes"))
+                break
+            if end > size:
+                break
+            stream_id &= 0x7FFFFFFF
+            if self._in_header_block or kind in (_HEADERS, _PUSH_PROMISE):
+                # Nothing may come between a header block's frames (§6.10): h2 checks that.
+                self._in_header_block = not flags & _END_HEADERS
+            elif kind == _DATA or (kind == _WINDOW_UPDATE and length == 4):
+                stream = self._streams.get(stream_id)
+                if stream_id == 0 or stream is not None:
+                    if batch < offset:  # what came before, in order (it may end this stream)
+                        self._feed_h2(bytes(inbox[batch:offset]), out)
+                        stream = self._streams.get(stream_id)
+                    batch = end
+                    if self._closed:
+                        break
+                    if kind == _WINDOW_UPDATE:
+                        self._on_window_update(stream_id, stream, inbox, offset + 9, out)
+                    elif stream is not None and not stream.remote_ended:
+                        self._on_data_frame(stream, flags, inbox, offset + 9, length, out)
+                    else:  # DATA on stream 0 or a stream its peer ended: h2 raises the error
+                        batch = offset
+            offset = end
+        if not self._closed and batch < offset:
+            self._feed_h2(bytes(inbox[batch:offset]), out)
+        if self._closed:
+            inbox.clear()
+        else:
+            del inbox[:offset]
+        return out
+
+    def _feed_h2(self, data: bytes, out: list[Event]) -> None:
+        """Hand whole frames to h2 and translate what it makes of them."""
         try:
             h2_events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as e:
             # h2 has already queued a GOAWAY with the error code (RFC 9113 §5.4.1).
-            return self._fail(int(e.error_code), remote=False, reason=f"protocol error: {e}")
-        out: list[Event] = []
+            out.extend(self._fail(int(e.error_code), remote=False, reason=f"protocol error: {e}"))
+            return
         handlers = self._handlers
         for event in h2_events:
             handler = handlers.get(type(event))
             if handler is not None:
                 handler(event, out)
-        return out
 
     def data_to_send(self) -> bytes:
         """Bytes to write to the connection now (possibly empty)."""
-        return self._h2.data_to_send()
+        pending = self._h2.data_to_send()
+        if not self._out:
+            return pending
+        if pending:
+            self._out.append(pending)
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    def _emit(self, *parts: bytes | memoryview) -> None:
+        """Queue frames written here after whatever h2 has queued so far (frame order is kept)."""
+        pending = self._h2.data_to_send()
+        if pending:
+            self._out.append(pending)
+        self._out.extend(parts)
+
+    def _window_update(self, stream_id: int, increment: int) -> None:
+        self._emit(_frame_header(4, _WINDOW_UPDATE, 0, stream_id) + increment.to_bytes(4, "big"))
 
     def connection_lost(self, reason: str = "connection lost") -> list[Event]:
         """The transport is gone: every stream is reset and the connection closed."""
@@ -157,6 +251,11 @@ class HboneConnection:
     def open_streams(self) -> int:
         """Streams not yet closed at the HBONE layer (the pool's count of slots in use)."""
         return len(self._streams)
+
+    @property
+    def send_window(self) -> int:
+        """The connection-level window the peer granted: bytes we may send now on all streams."""
+        return self._send_window
 
     def buffered(self, stream_id: int) -> int:
         """Bytes queued on `stream_id` that wait for window; 0 for an unknown stream."""
@@ -221,28 +320,28 @@ class HboneConnection:
         stream.uncredited += size
         if stream.uncredited >= _STREAM_CREDIT_STEP:
             credit, stream.uncredited = stream.uncredited, 0
-            # The stream may have closed underneath: then there is no window to give back.
-            with suppress(KeyError, h2.exceptions.ProtocolError):
-                self._h2.increment_flow_control_window(credit, stream.stream_id)
+            stream.receive_window += credit
+            self._window_update(stream.stream_id, credit)
 
     def _flush(self, stream: StreamState, max_frames: int = 1 << 30) -> bool:
         """Send queued data (and a queued END_STREAM) while both windows allow; True if anything
         went out."""
-        conn, sid = self._h2, stream.stream_id
+        sid = stream.stream_id
         sent = False
         while stream.outbox and max_frames:
-            window = conn.local_flow_control_window(sid)
+            window = min(self._send_window, stream.send_window)
             if window <= 0:
                 break
-            chunk = stream.take(min(window, conn.max_outbound_frame_size))
-            stream.queued -= len(chunk)
-            last = stream.end_queued and not stream.outbox
-            conn.send_data(sid, chunk, end_stream=last)
-            stream.local_ended = stream.local_ended or last
+            chunk = stream.take(min(window, self._h2.max_outbound_frame_size))
+            size = len(chunk)
+            stream.queued -= size
+            stream.send_window -= size
+            self._send_window -= size
+            self._emit(_frame_header(size, _DATA, 0, sid), chunk)
             sent = True
             max_frames -= 1
         if stream.end_queued and not stream.outbox and not stream.local_ended:
-            conn.end_stream(sid)
+            self._h2.end_stream(sid)  # an empty DATA with END_STREAM, so h2's stream state follows
             stream.local_ended = sent = True
         return sent
 
@@ -291,20 +390,74 @@ class HboneConnection:
 
     # -- h2 event handlers ----------------------------------------------------------------------
 
-    def _on_data(self, event: h2e.DataReceived, out: list[Event]) -> None:
-        size = event.flow_controlled_length or 0
-        self._uncredited += size
-        if self._uncredited >= _CONNECTION_CREDIT_STEP and not self._closed:
+    def _on_data_frame(
+        self, stream: StreamState, flags: int, frame: bytearray, start: int, length: int, out: list[Event]
+    ) -> None:
+        """A DATA frame of an open stream (RFC 9113 §6.1), its payload at frame[start:start+length]."""
+        if length > self._receive_window or length > stream.receive_window:
+            out.extend(self._abort(ErrorCodes.FLOW_CONTROL_ERROR, "DATA beyond the flow-control window"))
+            return
+        self._receive_window -= length
+        stream.receive_window -= length
+        if flags & _PADDED:
+            pad = frame[start] if length else 0
+            if not length or pad >= length:
+                out.extend(self._abort(ErrorCodes.PROTOCOL_ERROR, "DATA padding as long as the frame"))
+                return
+            data = bytes(frame[start + 1 : start + length - pad])
+        else:
+            data = bytes(frame[start : start + length])
+        # The connection window reopens as bytes arrive; the stream's only as they are consumed.
+        self._uncredited += length
+        if self._uncredited >= _CONNECTION_CREDIT_STEP:
             credit, self._uncredited = self._uncredited, 0
-            self._h2.increment_flow_control_window(credit)
-        stream = self._streams.get(event.stream_id)  # type: ignore[arg-type]
-        if stream is None:
-            return  # a refused or reset stream's late data: only the connection window matters
-        data = event.data or b""
-        if size > len(data):
-            self._credit_stream(stream, size - len(data))  # padding is nobody's to consume
+            self._receive_window += credit
+            self._window_update(0, credit)
+        if length > len(data):
+            self._credit_stream(stream, length - len(data))  # padding is nobody's to consume
         if data:
             out.append(DataReceived(stream_id=stream.stream_id, data=data))
+        if flags & _END_STREAM:  # h2 keeps the stream states: tell it, without the payload
+            self._feed_h2(_frame_header(0, _DATA, _END_STREAM, stream.stream_id), out)
+
+    def _on_window_update(
+        self, stream_id: int, stream: StreamState | None, frame: bytearray, start: int, out: list[Event]
+    ) -> None:
+        """WINDOW_UPDATE for the connection (stream 0) or an open stream (RFC 9113 §6.9)."""
+        increment = int.from_bytes(frame[start : start + 4], "big") & 0x7FFFFFFF
+        if stream is None:
+            if stream_id:
+                return  # the stream ended meanwhile
+            if not increment:
+                out.extend(self._abort(ErrorCodes.PROTOCOL_ERROR, "WINDOW_UPDATE of 0 for the connection"))
+            elif self._send_window + increment > _MAX_WINDOW:
+                out.extend(self._abort(ErrorCodes.FLOW_CONTROL_ERROR, "connection window above 2^31-1"))
+            else:
+                self._send_window += increment
+                self._flush_all(out)
+            return
+        if not increment or stream.send_window + increment > _MAX_WINDOW:
+            code = ErrorCodes.PROTOCOL_ERROR if not increment else ErrorCodes.FLOW_CONTROL_ERROR
+            out.extend(self.reset_stream(stream_id, code))
+            return
+        stream.send_window += increment
+        if self._flush(stream):
+            out.append(WindowUpdated(stream_id=stream_id))
+            self._maybe_finish(stream, out)
+
+    def _abort(self, error_code: int, reason: str) -> list[Event]:
+        """A connection error found here: GOAWAY with `error_code`, every stream reset."""
+        self._h2.close_connection(error_code, additional_data=reason.encode())
+        return self._fail(int(error_code), remote=False, reason=reason)
+
+    def _on_data(self, event: h2e.DataReceived, out: list[Event]) -> None:
+        """DATA h2 saw: late frames of streams already over here (their connection window is
+        given back through h2, whose window they used), and our own END_STREAM markers."""
+        size = event.flow_controlled_length or 0
+        self._uncredited_h2 += size
+        if self._uncredited_h2 >= _CONNECTION_CREDIT_STEP and not self._closed:
+            credit, self._uncredited_h2 = self._uncredited_h2, 0
+            self._h2.increment_flow_control_window(credit)
 
     def _on_stream_ended(self, event: h2e.StreamEnded, out: list[Event]) -> None:
         stream = self._streams.get(event.stream_id)  # type: ignore[arg-type]
@@ -319,18 +472,24 @@ class HboneConnection:
             out.append(StreamReset(stream_id=stream_id, error_code=int(event.error_code or 0), remote=True))
             self._forget(stream_id, out)
 
-    def _on_window_updated(self, event: h2e.WindowUpdated, out: list[Event]) -> None:
-        if event.stream_id:
-            stream = self._streams.get(event.stream_id)
-            if stream is not None and self._flush(stream):
-                out.append(WindowUpdated(stream_id=stream.stream_id))
-                self._maybe_finish(stream, out)
-        else:
+    def _on_settings_changed(self, event: h2e.RemoteSettingsChanged, out: list[Event]) -> None:
+        changed = event.changed_settings
+        window = changed.get(SettingCodes.INITIAL_WINDOW_SIZE)
+        if window is not None:  # RFC 9113 §6.9.2: every open stream's window moves by the change
+            delta = window.new_value - window.original_value
+            for stream in self._streams.values():
+                stream.send_window += delta
+                if stream.send_window > _MAX_WINDOW:
+                    out.extend(self._abort(ErrorCodes.FLOW_CONTROL_ERROR, "stream window above 2^31-1"))
+                    return
+        if window is not None or SettingCodes.MAX_FRAME_SIZE in changed:
             self._flush_all(out)
 
-    def _on_settings_changed(self, event: h2e.RemoteSettingsChanged, out: list[Event]) -> None:
-        if {SettingCodes.INITIAL_WINDOW_SIZE, SettingCodes.MAX_FRAME_SIZE} & set(event.changed_settings):
-            self._flush_all(out)
+    def _new_stream(self, stream_id: int, phase: Phase) -> StreamState:
+        """Track a stream: its send window is the peer's current initial window."""
+        stream = StreamState(stream_id, phase, self._h2.remote_settings.initial_window_size, STREAM_WINDOW)
+        self._streams[stream_id] = stream
+        return stream
 
     def _on_terminated(self, event: h2e.ConnectionTerminated, out: list[Event]) -> None:
         """GOAWAY received (RFC 9113 §6.8). Streams above `last_stream_id` were never processed:

@@ -46,7 +46,7 @@ from .events import (
     StreamRejected,
 )
 from .headers import AuthorityError, parse_authority
-from .stream_state import Op, Phase, StreamState
+from .stream_state import Op, Phase
 
 __all__ = [
     "CONNECTION_WINDOW",
@@ -93,7 +93,7 @@ class ClientConnection(HboneConnection):
             self._h2.send_headers(stream_id, request)
         except h2.exceptions.ProtocolError as e:
             raise HboneProtocolError(f"cannot send CONNECT {authority}: {e}") from None
-        self._streams[stream_id] = StreamState(stream_id, Phase.REQUESTED)
+        self._new_stream(stream_id, Phase.REQUESTED)
         return stream_id
 
     def _on_response(self, event: h2e.ResponseReceived, out: list[Event]) -> None:
@@ -154,7 +154,7 @@ class ServerConnection(HboneConnection):
             self._answer_and_abort(stream_id, 400)
             out.append(RequestRefused(stream_id=stream_id, status=400, reason=problem))
             return
-        self._streams[stream_id] = StreamState(stream_id, Phase.REQUESTED)
+        self._new_stream(stream_id, Phase.REQUESTED)
         out.append(StreamOpened(stream_id=stream_id, authority=pseudo[":authority"], headers=headers))
 
     @staticmethod

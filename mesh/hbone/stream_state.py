@@ -45,9 +45,20 @@ TRANSITIONS: dict[tuple[Phase, Op], Phase] = {
 class StreamState:
     """One tunnel's bookkeeping: phase, outbound queue, half-close flags, unreturned window."""
 
-    __slots__ = ("end_queued", "local_ended", "outbox", "phase", "queued", "remote_ended", "stream_id", "uncredited")
+    __slots__ = (
+        "end_queued",
+        "local_ended",
+        "outbox",
+        "phase",
+        "queued",
+        "receive_window",
+        "remote_ended",
+        "send_window",
+        "stream_id",
+        "uncredited",
+    )
 
-    def __init__(self, stream_id: int, phase: Phase) -> None:
+    def __init__(self, stream_id: int, phase: Phase, send_window: int = 65_535, receive_window: int = 65_535) -> None:
         self.stream_id = stream_id
         self.phase = phase
         self.outbox: deque[bytes | memoryview] = deque()
@@ -56,6 +67,8 @@ class StreamState:
         self.local_ended = False  # END_STREAM sent
         self.remote_ended = False  # END_STREAM received
         self.uncredited = 0  # bytes consumed but not yet returned by WINDOW_UPDATE
+        self.send_window = send_window  # what the peer lets us send on this stream now
+        self.receive_window = receive_window  # what we let the peer send on this stream now
 
     def take(self, limit: int) -> bytes | memoryview:
         """Up to `limit` bytes from the front of the queue, joining small writes into one frame."""

@@ -32,7 +32,7 @@ def test_settings_follow_ztunnel() -> None:
         assert h2conn.local_settings.max_concurrent_streams == MAX_CONCURRENT_STREAMS == 100
         # What the peer granted: its settings, and 16 MiB for the whole connection.
         assert h2conn.remote_settings.max_frame_size == MiB
-        assert h2conn.outbound_flow_control_window == CONNECTION_WINDOW == 16 * MiB
+        assert side.core.send_window == CONNECTION_WINDOW == 16 * MiB
     assert pair.client.core._h2.local_settings.enable_push == 0
 
 
