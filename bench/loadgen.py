@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,11 +87,13 @@ async def paced(open_: Opener, request: bytes, rate: float, seconds: float, pid:
             latencies.append((time.perf_counter() - sent) * 1e6)
             n += 1
 
-    cpu_before = zb.cpu_seconds(pid) if pid else 0.0
+    user_before, system_before = zb.cpu_split(pid) if pid else (0.0, 0.0)
     begin = time.perf_counter()
     await asyncio.gather(*(drive(r, w, i * interval / conns) for i, (r, w) in enumerate(streams)))
     elapsed = time.perf_counter() - begin
-    cpu = (zb.cpu_seconds(pid) - cpu_before) if pid else 0.0
+    user, system = zb.cpu_split(pid) if pid else (0.0, 0.0)
+    user, system = user - user_before, system - system_before
+    cpu = user + system
     for _, writer in streams:
         writer.close()
     achieved = len(latencies) / elapsed
@@ -98,6 +102,7 @@ async def paced(open_: Opener, request: bytes, rate: float, seconds: float, pid:
         "p50": zb.percentile(latencies, 0.5),
         "p99": zb.percentile(latencies, 0.99),
         "vcpu_per_1000rps": (cpu / elapsed) / (achieved / 1000) if pid and achieved else None,
+        "system_share": system / cpu if cpu else None,  # of that CPU, the kernel's part
     }
 
 
@@ -118,6 +123,19 @@ async def until_answers(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} does not answer")
         await asyncio.sleep(0.3)
+
+
+def py_spy(pid: int, seconds: float, name: str) -> subprocess.Popen | None:
+    """Record process `pid` with py-spy (when installed) for `seconds` into /tmp/{name}-{time}.txt
+    (raw collapsed stacks, 200 samples/s); None without py-spy."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        print("py-spy not installed: no profile", file=sys.stderr)
+        return None
+    out = f"/tmp/{name}-{int(time.time())}.txt"
+    print(f"profiling process {pid} into {out}", file=sys.stderr)
+    cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200", "-f", "raw", "-o", out]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def on_a_new_cluster(

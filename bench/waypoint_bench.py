@@ -15,6 +15,7 @@ The load generator runs in this process (uvloop) with its sockets made inside th
 network namespaces. Goal (issue 7): ≤ 0.5 vCPU per 1000 rps, ≤ +1 ms p50 over ztunnel-only.
 
 Run as root: .venv/bin/python bench/waypoint_bench.py [--seconds 4] [--conns 8] [--rate 500]
+    [--profile SECONDS]  (py-spy, when installed, records the waypoint under one more paced run)
 """
 
 from __future__ import annotations
@@ -128,6 +129,12 @@ async def run(state: Path, args: argparse.Namespace) -> dict:
             "paced": await loadgen.paced(opener, REQUEST, args.rate, args.seconds, pace_pid),
         }
     figures["waypoint_rss_mb"] = zb.rss_mb(pid)
+    if args.profile:  # one more paced run on the waypoint path, recorded by py-spy
+        spy = loadgen.py_spy(pid, args.profile, "waypoint-cluster")
+        if spy is not None:
+            opener = functools.partial(open_keepalive, targets[-1])
+            await loadgen.paced(opener, REQUEST, args.rate, args.profile + 1, None)
+            spy.wait()
     return figures
 
 
@@ -150,7 +157,8 @@ def report(figures: dict, args: argparse.Namespace) -> None:
         f"+{z['paced']['p50'] - d['paced']['p50']:.0f} µs p50 (paced)"
     )
     print(
-        f"  waypoint CPU: {w['paced']['vcpu_per_1000rps']:.3f} vCPU per 1000 rps; "
+        f"  waypoint CPU: {w['paced']['vcpu_per_1000rps']:.3f} vCPU per 1000 rps "
+        f"({100 * (w['paced']['system_share'] or 0):.0f} % of it in the kernel); "
         f"RSS {figures['waypoint_rss_mb']:.1f} MB"
     )
     print(json.dumps(figures))
@@ -161,6 +169,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--conns", type=int, default=8, help="keep-alive connections of the closed loop")
     parser.add_argument("--rate", type=float, default=500, help="paced request rate (requests/s)")
+    parser.add_argument("--profile", type=float, default=0, help="then py-spy the waypoint this many seconds, paced")
     args = parser.parse_args()
     loadgen.on_a_new_cluster("waypoint_bench", lambda state: run(state, args), lambda figures: report(figures, args))
 

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,6 +52,9 @@ from mesh.hbone import HboneClient, baggage_header, client_context, forwarded_he
 from tests import harness  # noqa: E402
 from tests.integration import waypoint_env as env  # noqa: E402
 from tests.integration import waypoint_process as wp  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import loadgen  # noqa: E402  (py-spy)
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = b"q" * 1024
@@ -245,17 +247,6 @@ def running(tmp: Path) -> Iterator[tuple[wp.Loop, dict, object]]:
         loop.close()
 
 
-def _profile(pid: int, seconds: float) -> subprocess.Popen | None:
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(spy).exists():
-        print("py-spy not installed: no profile", file=sys.stderr)
-        return None
-    out = f"/tmp/waypoint-loopback-{int(time.time())}.txt"
-    print(f"profiling the waypoint into {out}", file=sys.stderr)
-    cmd = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200", "-f", "raw", "-o", out]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 async def run(parts: dict, sleep_ctx, args: argparse.Namespace) -> dict:
     pid = parts["proc"].pid
     backend = await HboneClient.connect(
@@ -269,7 +260,7 @@ async def run(parts: dict, sleep_ctx, args: argparse.Namespace) -> dict:
         await closed_loop(path, 2, 1.0)
     figures: dict = {}
     for path in paths:
-        spy = _profile(pid, args.profile) if args.profile and path.pid else None
+        spy = loadgen.py_spy(pid, args.profile, "waypoint-loopback") if args.profile and path.pid else None
         seconds = max(args.seconds, args.profile) if spy else args.seconds
         figures[path.name] = {"closed": await closed_loop(path, args.conns, seconds)}
         if spy is not None:

@@ -35,6 +35,7 @@ from . import headers as header_mutations
 from . import matchers
 from .headers import HeaderMutation
 from .model import ConfigError, Request
+from .retry import NO_RETRIES, RetryRules
 
 FAULT_FILTER = "envoy.filters.http.fault"
 DEFAULT_TIMEOUT_SECONDS = 15.0
@@ -74,7 +75,7 @@ class RouteDecision:
     cluster: str | None = None
     direct_response: DirectResponse | None = None
     timeout: float | None = DEFAULT_TIMEOUT_SECONDS
-    retry_policy: rc_pb2.RetryPolicy | None = None
+    retry: RetryRules = NO_RETRIES  # compiled once per route (retry.py)
     mirror_clusters: tuple[str, ...] = ()
     request_headers: tuple[HeaderMutation, ...] = ()
     response_headers: tuple[HeaderMutation, ...] = ()
@@ -147,7 +148,7 @@ class _Static:
     request_headers: tuple[HeaderMutation, ...]
     response_headers: tuple[HeaderMutation, ...]
     fault: fault_pb2.HTTPFault | None
-    retry: rc_pb2.RetryPolicy | None
+    retry: RetryRules
     timeout: float | None
     mirrors: tuple[rc_pb2.RouteAction.RequestMirrorPolicy, ...]
     authority: str | None
@@ -327,7 +328,7 @@ class RouteTable:
             **base,  # type: ignore[arg-type]
             direct_response=direct,
             timeout=static.timeout if forwarding else None,
-            retry_policy=static.retry if forwarding else None,
+            retry=static.retry if forwarding else NO_RETRIES,
             mirror_clusters=tuple(_sampled_mirrors(static.mirrors, request, rng))
             if forwarding and static.mirrors
             else (),
@@ -356,7 +357,7 @@ class RouteTable:
             request_headers=tuple(req),
             response_headers=tuple(resp),
             fault=fault,
-            retry=retry,
+            retry=RetryRules.from_proto(retry),
             timeout=_timeout(action),
             mirrors=tuple(action.request_mirror_policies or vhost.proto.request_mirror_policies),
             authority=(picked.host_rewrite if picked and picked.host_rewrite else None)

@@ -82,7 +82,7 @@ class Forwarder:
         tried: list,
         original: Endpoint | None,
     ) -> Forwarded:
-        rules = RetryRules.from_proto(decision.retry_policy)
+        rules = decision.retry
         # gRPC is always HTTP/2; otherwise the cluster's protocol options decide (the Service
         # port's appProtocol), and a port that does not say follows the downstream's version.
         wanted = state.upstream_http2

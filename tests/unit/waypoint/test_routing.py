@@ -182,9 +182,9 @@ def test_timeout_retry_and_vhost_fallbacks():
     t = table(with_policy, no_timeout, CATCH_ALL, retry_policy=vhost_retry)
     rng = random.Random(0)
     p = t.route(make_request(path="/p"), rng)
-    assert p.timeout == 3.0 and p.retry_policy.retry_on == "5xx"
+    assert p.timeout == 3.0 and p.retry.retry_on == {"5xx"}
     z = t.route(make_request(path="/z"), rng)
-    assert z.timeout is None and z.retry_policy.retry_on == "connect-failure"
+    assert z.timeout is None and z.retry.retry_on == {"connect-failure"} and z.retry.num_retries == 2
     assert t.route(make_request(path="/"), rng).timeout == DEFAULT_TIMEOUT_SECONDS
 
 
