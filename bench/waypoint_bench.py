@@ -9,12 +9,13 @@ client pod on node-1 and a server pod (`mesh-sample-app`) on node-2 behind a Ser
   HBONE → the waypoint (HTTP parsed, routed, counted) → HBONE → node-2's ztunnel → server.
 Each request is `POST /bytes/1024` with a 1 KB body, answered by 1 KB. Figures per path:
 - closed loop over `--conns` keep-alive connections for `--seconds`: requests/s, p50/p99;
-- paced at `--rate` requests/s: p50/p99 and, for the waypoint path, the waypoint process's CPU
-  per 1000 requests/s.
+- paced at the first of `--rates` requests/s: p50/p99 and, for the waypoint path, the waypoint
+  process's CPU per 1000 requests/s; then the waypoint path alone paced at each other rate (the
+  CPU per 1000 rps falls as the rate rises: more requests share each loop wake-up).
 The load generator runs in this process (uvloop) with its sockets made inside the client pods'
 network namespaces. Goal (issue 7): ≤ 0.5 vCPU per 1000 rps, ≤ +1 ms p50 over ztunnel-only.
 
-Run as root: .venv/bin/python bench/waypoint_bench.py [--seconds 4] [--conns 8] [--rate 500]
+Run as root: .venv/bin/python bench/waypoint_bench.py [--seconds 4] [--conns 8] [--rates 500,1000]
     [--profile SECONDS]  (py-spy, when installed, records the waypoint under one more paced run)
 """
 
@@ -120,20 +121,24 @@ async def run(state: Path, args: argparse.Namespace) -> dict:
         opener = functools.partial(open_keepalive, target)
         await loadgen.until_answers(opener, REQUEST, f"the {target.name} path", errors)
         await loadgen.closed_loop(opener, REQUEST, 2, 1)  # warm up connections, certificates, pools
-    figures = {}
+    rates = [float(r) for r in args.rates.split(",")]
+    figures: dict = {}
     for target in targets:
         opener = functools.partial(open_keepalive, target)
         pace_pid = pid if target.name == "waypoint" else None
         figures[target.name] = {
             "closed": await loadgen.closed_loop(opener, REQUEST, args.conns, args.seconds),
-            "paced": await loadgen.paced(opener, REQUEST, args.rate, args.seconds, pace_pid),
+            "paced": await loadgen.paced(opener, REQUEST, rates[0], args.seconds, pace_pid),
         }
+    waypoint = functools.partial(open_keepalive, targets[-1])
+    figures["waypoint_cpu"] = {f"{rates[0]:.0f}": figures["waypoint"]["paced"]}
+    for rate in rates[1:]:  # the waypoint's CPU at the other rates
+        figures["waypoint_cpu"][f"{rate:.0f}"] = await loadgen.paced(waypoint, REQUEST, rate, args.seconds, pid)
     figures["waypoint_rss_mb"] = zb.rss_mb(pid)
     if args.profile:  # one more paced run on the waypoint path, recorded by py-spy
         spy = loadgen.py_spy(pid, args.profile, "waypoint-cluster")
         if spy is not None:
-            opener = functools.partial(open_keepalive, targets[-1])
-            await loadgen.paced(opener, REQUEST, args.rate, args.profile + 1, None)
+            await loadgen.paced(waypoint, REQUEST, rates[0], args.profile + 1, None)
             spy.wait()
     return figures
 
@@ -141,7 +146,7 @@ async def run(state: Path, args: argparse.Namespace) -> dict:
 def report(figures: dict, args: argparse.Namespace) -> None:
     print(
         f"waypoint benchmark (2 nodes; POST 1 KB → 1 KB, HTTP/1.1 keep-alive; {args.conns} connections closed loop,"
-        f" {args.rate:.0f} rps paced)"
+        f" {args.rates.split(',')[0]} rps paced)"
     )
     print(f"  {'path':<10} {'closed rps':>11} {'p50 µs':>9} {'p99 µs':>9}   {'paced p50':>10} {'p99 µs':>9}")
     for name in PATHS:
@@ -156,11 +161,12 @@ def report(figures: dict, args: argparse.Namespace) -> None:
         f"  ztunnel-only vs direct:   {z['closed']['rps'] / d['closed']['rps']:.2f}x rps, "
         f"+{z['paced']['p50'] - d['paced']['p50']:.0f} µs p50 (paced)"
     )
-    print(
-        f"  waypoint CPU: {w['paced']['vcpu_per_1000rps']:.3f} vCPU per 1000 rps "
-        f"({100 * (w['paced']['system_share'] or 0):.0f} % of it in the kernel); "
-        f"RSS {figures['waypoint_rss_mb']:.1f} MB"
-    )
+    for rate, paced in figures["waypoint_cpu"].items():
+        print(
+            f"  waypoint CPU at {rate} rps: {paced['vcpu_per_1000rps']:.3f} vCPU per 1000 rps "
+            f"({100 * (paced['system_share'] or 0):.0f} % of it in the kernel), p50 {paced['p50']:.0f} µs"
+        )
+    print(f"  waypoint RSS {figures['waypoint_rss_mb']:.1f} MB")
     print(json.dumps(figures))
 
 
@@ -168,7 +174,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--conns", type=int, default=8, help="keep-alive connections of the closed loop")
-    parser.add_argument("--rate", type=float, default=500, help="paced request rate (requests/s)")
+    parser.add_argument(
+        "--rates", default="500,1000", help="paced rates (requests/s): latencies at the first, waypoint CPU at each"
+    )
     parser.add_argument("--profile", type=float, default=0, help="then py-spy the waypoint this many seconds, paced")
     args = parser.parse_args()
     loadgen.on_a_new_cluster("waypoint_bench", lambda state: run(state, args), lambda figures: report(figures, args))
