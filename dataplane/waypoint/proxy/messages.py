@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -26,8 +27,8 @@ class HttpRequest:
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k == name), None)
 
-    @property
-    def is_grpc(self) -> bool:
+    @functools.cached_property
+    def is_grpc(self) -> bool:  # asked several times per request; content-type never changes
         return (self.header("content-type") or "").startswith("application/grpc")
 
 
