@@ -67,7 +67,7 @@ class Clients:
         self.synced: list[float] = []
         self.procs = []
         per = max(1, streams // processes)
-        for _ in range(processes):
+        for index in range(processes):
             cmd = [
                 sys.executable,
                 str(HERE / "xds_clients.py"),
@@ -79,6 +79,8 @@ class Clients:
                 str(token_file),
                 "--streams",
                 str(per),
+                "--first-index",
+                str(index * per),
                 "--expect-addresses",
                 str(expect),
                 "--seconds",

@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 import uvicorn
-from envoy.service.discovery.v3 import ads_pb2_grpc
 from google.protobuf.message import Message
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
@@ -39,7 +38,7 @@ from .jwks import JwksCache, resolve_in_mesh
 from .model import WATCHED, Change, ConfigStore
 from .protocol import Resource, Table
 from .secrets import SecretCache, istiod_fetcher
-from .server import AdsServicer
+from .server import AdsServicer, add_to_server
 from .settings import XdsSettings
 from .source import Source
 from .status import sync_status
@@ -294,7 +293,7 @@ async def run(settings: XdsSettings) -> None:
         await asyncio.wait_for(source.synced.wait(), 60)
         pipeline.flush()  # serve the listed state before accepting streams
         server = grpc.aio.server(options=[("grpc.max_concurrent_streams", 10_000)])
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsServicer(hub, nodes), server)
+        add_to_server(AdsServicer(hub, nodes), server)
         if settings.plaintext:
             log.warning("serving gRPC without TLS (--plaintext): for local debugging only")
             server.add_insecure_port(_address(settings.listen))

@@ -23,17 +23,20 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from . import sotw
 from .peers import Peer
-from .protocol import Request, Response, Subscription, Table, is_empty
+from .protocol import Request, Response, Subscription, Table, all_visible, is_empty
 from .types import SHORT
 
 log = logging.getLogger("mesh-xds.push")
 
 FULL_RECOMPUTE_AFTER = 5000  # more changed names than this: recompute the client's whole view
+# Whole tables in flight at once (sent, not yet acknowledged): a thousand ztunnels connecting
+# together would otherwise each hold a copy of a 100k-Address response in gRPC's buffers.
+WHOLE_SENDS_AT_ONCE = 16
 Visibility = Callable[[Peer, str], Callable[[str], bool]]  # (peer, type) -> name -> visible?
 
 
 def everything(_peer: Peer, _type_url: str) -> Callable[[str], bool]:
-    return lambda _name: True
+    return all_visible
 
 
 @dataclass
@@ -47,9 +50,11 @@ class Connection:
     subs: dict[str, Subscription] = field(default_factory=dict)
     changed: dict[str, set[str] | None] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Messages, or bytes already serialized (a whole table: Hub._whole_message).
     out: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=1))
     bytes_sent: int = 0
     responses: int = 0
+    whole_slots: set[str] = field(default_factory=set)  # types whose whole table is unacknowledged
     protocol: str = "delta"
     _nonces: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -84,6 +89,8 @@ class Hub:
         self.tables: dict[str, Table] = {}
         self.connections: dict[str, Connection] = {}
         self.visibility = visibility
+        self._whole: dict[str, tuple[Table, bytes]] = {}  # type -> a table and its whole response
+        self._whole_sends = asyncio.Semaphore(WHOLE_SENDS_AT_ONCE)
         self._ids = itertools.count(1)
         self.on_nack: Callable[[Connection, str, str], None] | None = None
 
@@ -95,6 +102,9 @@ class Hub:
 
     def drop(self, conn: Connection) -> None:
         self.connections.pop(conn.id, None)
+        for _ in conn.whole_slots:
+            self._whole_sends.release()
+        conn.whole_slots.clear()
 
     def publish(self, type_url: str, table: Table, changed: set[str] | None) -> None:
         """Install `table` and wake the streams that subscribe to the type."""
@@ -113,6 +123,9 @@ class Hub:
         first = type_url not in conn.subs
         sub = conn.subs.setdefault(type_url, Subscription())
         outcome = sub.on_request(request, first)
+        if outcome in ("ack", "nack") and type_url in conn.whole_slots:
+            conn.whole_slots.discard(type_url)
+            self._whole_sends.release()
         if outcome == "nack":
             self._nacked(conn, type_url, request.error)
         if first:
@@ -171,7 +184,21 @@ class Hub:
                     continue  # not generated yet: answered once the first table is published
                 changed = None if sub.must_answer else conn.changed.get(type_url)
                 conn.changed.pop(type_url, None)
-                response = sub.compute(table, self.visibility(conn.peer, type_url), changed)
+                visible = self.visibility(conn.peer, type_url)
+                if changed is None and sub.takes_whole(table, visible):
+                    await self._whole_sends.acquire()  # released by the ACK or NACK, or on drop
+                    table = self.tables[type_url]  # the newest, after the wait
+                    if sub.takes_whole(table, visible):  # still (requests may have come meanwhile)
+                        conn.whole_slots.add(type_url)
+                        nonce = conn.next_nonce()
+                        sub.sent_whole(table, nonce)
+                        data = self._whole_message(type_url, table) + _nonce_field(nonce)
+                        conn.bytes_sent += len(data)
+                        conn.responses += 1
+                        await conn.out.put(data)
+                        continue
+                    self._whole_sends.release()
+                response = sub.compute(table, visible, changed)
                 if is_empty(response) and not sub.must_answer:
                     sub.settle(table.version)
                     continue
@@ -181,6 +208,25 @@ class Hub:
                 conn.bytes_sent += message.ByteSize()
                 conn.responses += 1
                 await conn.out.put(message)
+
+
+    def _whole_message(self, type_url: str, table: Table) -> bytes:
+        """A DeltaDiscoveryResponse carrying the whole table, without a nonce, serialized once per
+        table: the initial sync of every wildcard stream that sees everything (a thousand
+        ztunnels fetching 100k Addresses) costs a copy each, not a translation and encoding each."""
+        cached = self._whole.get(type_url)
+        if cached is not None and cached[0] is table:
+            return cached[1]
+        everything = Response(tuple(table.resources[n] for n in sorted(table.resources)), (), {})
+        data = to_message(type_url, table.version, "", everything).SerializeToString()
+        self._whole[type_url] = (table, data)
+        return data
+
+
+def _nonce_field(nonce: str) -> bytes:
+    """`nonce` as an encoded DeltaDiscoveryResponse field: appended to a serialized response it
+    sets the nonce (a protobuf message is the concatenation of its fields)."""
+    return discovery_pb2.DeltaDiscoveryResponse(nonce=nonce).SerializeToString()
 
 
 def to_message(type_url: str, version: int, nonce: str, response: Response) -> discovery_pb2.DeltaDiscoveryResponse:

@@ -18,10 +18,16 @@ Rules (Envoy's xDS protocol, "Incremental xDS"; Istio's and go-control-plane's p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 WILDCARD = "*"
+
+
+def all_visible(_name: str) -> bool:
+    """The visibility filter of a stream that sees every resource of a type (compared by identity:
+    such a stream may be sent a table whole, see `Subscription.takes_whole`)."""
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,14 @@ class Table:
     version: int = 0
     resources: dict[str, Resource] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # alias -> resource name
+    _versions: dict[str, str] | None = field(default=None, repr=False, compare=False)
+
+    def versions(self) -> Mapping[str, str]:
+        """name -> version of every resource, built once (a table never changes once published):
+        what a client holds after being sent the whole table, shared by all such clients."""
+        if self._versions is None:
+            self._versions = {name: r.version for name, r in self.resources.items()}
+        return self._versions
 
     def resolve(self, name: str) -> Resource | None:
         resource = self.resources.get(name)
@@ -67,18 +81,75 @@ class Response:
     aliases: Mapping[str, tuple[str, ...]]  # resource name -> the requested aliases it answers
 
 
+class KnownVersions(MutableMapping[str, str]):
+    """What a client holds: a shared, read-only base (a table's `versions()`, when the client was
+    sent that table whole) under the client's own differences. A thousand ztunnels holding the
+    same 100k Addresses then share one dict instead of holding a thousand copies."""
+
+    __slots__ = ("_base", "_len", "_overlay")
+
+    def __init__(self, base: Mapping[str, str]) -> None:
+        self._base = base
+        self._overlay: dict[str, str | None] = {}  # None: removed from the base
+        self._len = len(base)
+
+    def __getitem__(self, name: str) -> str:
+        if name in self._overlay:
+            version = self._overlay[name]
+            if version is None:
+                raise KeyError(name)
+            return version
+        return self._base[name]
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        version = self._overlay.get(name, self._base.get(name)) if self._overlay else self._base.get(name)
+        return default if version is None else version
+
+    def __contains__(self, name: object) -> bool:
+        if name in self._overlay:
+            return self._overlay[name] is not None  # type: ignore[index]
+        return name in self._base
+
+    def __setitem__(self, name: str, version: str) -> None:
+        if name not in self:
+            self._len += 1
+        self._overlay[name] = version
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self:
+            raise KeyError(name)
+        self._len -= 1
+        if name in self._base:
+            self._overlay[name] = None
+        else:
+            del self._overlay[name]
+
+    def __iter__(self) -> Iterator[str]:
+        overlay = self._overlay
+        for name in self._base:
+            if overlay.get(name, "") is not None:
+                yield name
+        for name, version in overlay.items():
+            if version is not None and name not in self._base:
+                yield name
+
+    def __len__(self) -> int:
+        return self._len
+
+
 @dataclass
 class Subscription:
     """One type on one stream: what the client asked for and what it holds."""
 
     wildcard: bool = False
     names: set[str] = field(default_factory=set)  # explicit names and aliases
-    known: dict[str, str] = field(default_factory=dict)  # resource name -> version the client holds
+    known: MutableMapping[str, str] = field(default_factory=dict)  # resource name -> version the client holds
     absent: set[str] = field(default_factory=set)  # requested names already answered as absent
     answered_aliases: set[str] = field(default_factory=set)  # aliases already sent with their resource
     nonce: str = ""  # the latest response sent
     awaiting: bool = False  # that response is not yet acknowledged
     inflight: dict[str, str | None] = field(default_factory=dict)  # before-versions of what it carried
+    inflight_whole: bool = False  # it carried a whole table to a client that held nothing
     dirty: bool = False  # something may have changed for this client since the last response
     must_answer: bool = False  # a request that needs an answer even when there is nothing to send
     acked_version: int = 0
@@ -119,10 +190,13 @@ class Subscription:
     def _acknowledge(self, error: str | None) -> str:
         self.awaiting = False
         inflight, self.inflight = self.inflight, {}
+        whole, self.inflight_whole = self.inflight_whole, False
         if error is None:
             self.acked_version = self.sent_version
             self.last_nack = None
             return "ack"
+        if whole:  # the client kept what it held before: nothing
+            self.known = {}
         for name, before in inflight.items():  # the client kept its previous versions
             if before is None:
                 self.known.pop(name, None)
@@ -173,9 +247,33 @@ class Subscription:
                 aliases.setdefault(resource.name, []).append(requested)
         return wanted, aliases, absent
 
+    def takes_whole(self, table: Table, visible: Callable[[str], bool]) -> bool:
+        """Whether what this client lacks is exactly the whole table: a wildcard subscription with
+        no names, holding nothing, that sees everything. It can then be sent a response shared by
+        all such clients (Hub.pump) instead of one computed for it."""
+        return (
+            self.wildcard
+            and visible is all_visible
+            and not self.names
+            and not self.known
+            and not self.absent
+            and bool(table.resources)
+        )
+
+    def sent_whole(self, table: Table, nonce: str) -> None:
+        """Record the whole table as sent (see `takes_whole`)."""
+        self.known = KnownVersions(table.versions())
+        self.inflight = {}
+        self.inflight_whole = True
+        self.nonce = nonce
+        self.awaiting = True
+        self.dirty = self.must_answer = False
+        self.sent_version = table.version
+
     def sent(self, response: Response, nonce: str, table_version: int) -> None:
         """Record a response as sent (held by the client until a NACK says otherwise)."""
         self.inflight = {}
+        self.inflight_whole = False
         for resource in response.resources:
             self.inflight[resource.name] = self.known.get(resource.name)
             self.known[resource.name] = resource.version

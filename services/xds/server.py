@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf.message import Message
 
 from mesh.node_auth import NodeAuthenticator
 
@@ -28,6 +29,30 @@ from .hub import Connection, Hub, SotwConnection, from_message
 from .peers import Unauthenticated, authenticate
 
 log = logging.getLogger("mesh-xds.server")
+
+
+def _serialize(message: bytes | Message) -> bytes:
+    """A response as the pump queued it: bytes already serialized (a whole table) or a message."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def add_to_server(servicer: AdsServicer, server: grpc.aio.Server) -> None:
+    """Register the ADS methods as `ads_pb2_grpc` would, with responses that may be pre-serialized."""
+    handlers = {
+        "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.DeltaAggregatedResources,
+            request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+            response_serializer=_serialize,
+        ),
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            servicer.StreamAggregatedResources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=_serialize,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("envoy.service.discovery.v3.AggregatedDiscoveryService", handlers),)
+    )
 
 
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
@@ -40,12 +65,14 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
         async for response in self._stream(context, request_iterator, sotw_stream=False):
             yield response
+            del response  # not held while waiting for the next (it may be a 20 MB table)
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         async for response in self._stream(context, request_iterator, sotw_stream=True):
             yield response
+            del response
 
     async def _stream(
         self, context: grpc.aio.ServicerContext, requests: AsyncIterator, *, sotw_stream: bool
@@ -78,7 +105,10 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 getter = asyncio.create_task(conn.out.get())
                 done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
-                    yield getter.result()
+                    message = getter.result()
+                    del done, getter  # hold nothing of a sent message while waiting for the next
+                    yield message
+                    del message
                     continue
                 getter.cancel()
                 break  # the client closed its side

@@ -18,6 +18,7 @@ from mesh.identity import Identity, IdentityError
 from .generators.envoy.resources import is_restricted_name
 from .model import PODS, ROOT_NAMESPACE, Change, ConfigStore
 from .peers import Peer
+from .protocol import all_visible
 from .types import AUTHORIZATION, ENVOY_TYPES
 
 log = logging.getLogger("mesh-xds.visibility")
@@ -81,7 +82,7 @@ class NodeScope:
     def visibility(self, peer: Peer, type_url: str) -> Callable[[str], bool]:
         """The filter for one stream and type."""
         if type_url != AUTHORIZATION or peer.kind != "ztunnel":
-            return lambda _name: True
+            return all_visible
         namespaces = self.namespaces_on(peer.node) | {self.root}
         return lambda name: name.split("/", 1)[0] in namespaces
 
@@ -109,7 +110,7 @@ class WaypointAccess:
 
     def visibility(self, peer: Peer, type_url: str) -> Filter:
         if type_url not in ENVOY_TYPES:
-            return lambda _name: True
+            return all_visible
         reader = _reader(peer)
 
         def visible(name: str) -> bool:
@@ -139,7 +140,12 @@ def combine(*filters: Visibility) -> Visibility:
     """A visibility that shows a name only when every one of `filters` does."""
 
     def visibility(peer: Peer, type_url: str) -> Filter:
-        each = [f(peer, type_url) for f in filters]
+        made = (make(peer, type_url) for make in filters)
+        each = [f for f in made if f is not all_visible]
+        if not each:
+            return all_visible  # kept recognisable: such a stream may be sent a table whole
+        if len(each) == 1:
+            return each[0]
         return lambda name: all(f(name) for f in each)
 
     return visibility
