@@ -39,6 +39,22 @@ def everything(_peer: Peer, _type_url: str) -> Callable[[str], bool]:
     return all_visible
 
 
+@dataclass(frozen=True, slots=True)
+class Presliced:
+    """A response serialized ahead: a shared prefix (a whole table) and this stream's own suffix
+    (its nonce). Joined only when gRPC serializes it: gRPC keeps each stream's last response
+    object alive while waiting for the next, so the object queued must stay small."""
+
+    prefix: bytes
+    suffix: bytes
+
+    def __len__(self) -> int:
+        return len(self.prefix) + len(self.suffix)
+
+    def join(self) -> bytes:
+        return self.prefix + self.suffix
+
+
 @dataclass
 class Connection:
     """One stream."""
@@ -50,7 +66,7 @@ class Connection:
     subs: dict[str, Subscription] = field(default_factory=dict)
     changed: dict[str, set[str] | None] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    # Messages, or bytes already serialized (a whole table: Hub._whole_message).
+    # Messages, or a Presliced response (a whole table: Hub._whole_message).
     out: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=1))
     bytes_sent: int = 0
     responses: int = 0
@@ -192,7 +208,7 @@ class Hub:
                         conn.whole_slots.add(type_url)
                         nonce = conn.next_nonce()
                         sub.sent_whole(table, nonce)
-                        data = self._whole_message(type_url, table) + _nonce_field(nonce)
+                        data = Presliced(self._whole_message(type_url, table), _nonce_field(nonce))
                         conn.bytes_sent += len(data)
                         conn.responses += 1
                         await conn.out.put(data)

@@ -25,15 +25,15 @@ from google.protobuf.message import Message
 from mesh.node_auth import NodeAuthenticator
 
 from . import sotw
-from .hub import Connection, Hub, SotwConnection, from_message
+from .hub import Connection, Hub, Presliced, SotwConnection, from_message
 from .peers import Unauthenticated, authenticate
 
 log = logging.getLogger("mesh-xds.server")
 
 
-def _serialize(message: bytes | Message) -> bytes:
-    """A response as the pump queued it: bytes already serialized (a whole table) or a message."""
-    return message if isinstance(message, bytes) else message.SerializeToString()
+def _serialize(message: Presliced | Message) -> bytes:
+    """A response as the pump queued it: serialized ahead (a whole table) or a message."""
+    return message.join() if isinstance(message, Presliced) else message.SerializeToString()
 
 
 def add_to_server(servicer: AdsServicer, server: grpc.aio.Server) -> None:

@@ -11,7 +11,7 @@ import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 
-from services.xds.hub import Hub
+from services.xds.hub import Hub, Presliced
 from services.xds.peers import Peer
 from services.xds.protocol import KnownVersions, Request, Resource, Subscription, Table, all_visible
 from services.xds.types import ADDRESS
@@ -86,8 +86,8 @@ async def test_streams_share_one_serialized_table_and_differ_only_in_the_nonce()
         for conn in conns:
             hub.on_request(conn, ADDRESS, Request())
         first, second = [await _next(c) for c in conns]
-        assert isinstance(first, bytes) and isinstance(second, bytes)
-        a, b = (discovery_pb2.DeltaDiscoveryResponse.FromString(x) for x in (first, second))
+        assert isinstance(first, Presliced) and first.prefix is second.prefix  # one copy for all
+        a, b = (discovery_pb2.DeltaDiscoveryResponse.FromString(x.join()) for x in (first, second))
         assert a.nonce == conns[0].subs[ADDRESS].nonce and b.nonce == conns[1].subs[ADDRESS].nonce
         assert a.nonce != b.nonce and a.type_url == ADDRESS and a.system_version_info == "7"
         assert [r.name for r in a.resources] == sorted(t.resources) and a.resources == b.resources
