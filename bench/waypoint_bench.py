@@ -123,6 +123,9 @@ async def run(state: Path, args: argparse.Namespace) -> dict:
         await loadgen.closed_loop(opener, REQUEST, 2, 1)  # warm up connections, certificates, pools
     rates = [float(r) for r in args.rates.split(",")]
     figures: dict = {}
+    idle_before = zb.cpu_seconds(pid)
+    await asyncio.sleep(args.seconds)
+    figures["waypoint_idle_vcpu"] = (zb.cpu_seconds(pid) - idle_before) / args.seconds
     for target in targets:
         opener = functools.partial(open_keepalive, target)
         pace_pid = pid if target.name == "waypoint" else None
@@ -166,7 +169,7 @@ def report(figures: dict, args: argparse.Namespace) -> None:
             f"  waypoint CPU at {rate} rps: {paced['vcpu_per_1000rps']:.3f} vCPU per 1000 rps "
             f"({100 * (paced['system_share'] or 0):.0f} % of it in the kernel), p50 {paced['p50']:.0f} µs"
         )
-    print(f"  waypoint RSS {figures['waypoint_rss_mb']:.1f} MB")
+    print(f"  waypoint RSS {figures['waypoint_rss_mb']:.1f} MB; idle CPU {figures['waypoint_idle_vcpu']:.3f} vCPU")
     print(json.dumps(figures))
 
 
