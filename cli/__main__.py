@@ -329,7 +329,12 @@ def _ztunnel_config_choices() -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    raise SystemExit(args.func(args))
+    try:
+        code = args.func(args)
+    except kubeconfig.KubeconfigError as e:  # no mesh at the state directory: say so, no traceback
+        print(f"meshctl: {e} (or set MESH_STATE_DIR / --state-dir to the mesh's state directory)", file=sys.stderr)
+        code = 1
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ up() {
   cat <<TXT
 
 The mesh is up and stays running (state in $STATE):
-  export KUBECONFIG=$KUBECONFIG
+  export KUBECONFIG=$KUBECONFIG MESH_STATE_DIR=$STATE    # for kubectl, and for meshctl
   kubectl get pods,services,gateways -A
   $MESHCTL x exec sleep -- curl -s http://$vip/     # kubectl exec, for pods that are namespaces
   $MESHCTL ztunnel-config all --node node-1          # what a ztunnel knows
