@@ -22,7 +22,7 @@ from mesh import netns
 
 from .. import kubeconfig
 from . import network, registration, topology
-from .processes import BIN, Process, available, start, stop
+from .processes import BIN, Process, available, start, stop_all
 
 Progress = Callable[[str], None]
 STATE_FILE = "cluster.json"
@@ -215,11 +215,13 @@ def down(state_dir: Path, progress: Progress) -> list[str]:
     """Stop every process and remove every namespace, link and route the cluster made."""
     state = ClusterState.load(state_dir)
     left: list[str] = []
-    for proc in sorted(state.processes, key=lambda p: (p.netns == "", p.name)):  # nodes first
-        if proc.alive():
+    # The nodes' processes first, then the control plane's; within each group all at once, so
+    # their drains overlap instead of adding up.
+    for on_nodes in (True, False):
+        group = sorted((p for p in state.processes if (p.netns != "") == on_nodes and p.alive()), key=lambda p: p.name)
+        for proc in group:
             progress(f"stopping {proc.name} (pid {proc.pid})")
-            if not stop(proc):
-                left.append(f"process {proc.name} (pid {proc.pid})")
+        left += [f"process {p.name} (pid {p.pid})" for p in stop_all(group)]
     _uninstall_agents(state_dir, state, progress)
     _cleanup_pods(state_dir, state, progress)
     pods = _pod_namespaces(state_dir)
@@ -258,26 +260,30 @@ def _cleanup_pods(state_dir: Path, state: ClusterState, progress: Progress) -> N
     would; whatever it cannot do, the namespace removal below still does."""
     if not available("mesh-runtime"):
         return
+    cleanups = []  # every node at once: their pods' grace periods overlap
     for node in topology.nodes(max(state.nodes, 1)) if state.nodes else []:
         ndir = node_dir(state_dir, node)
         if not (ndir / "runtime").exists() or not netns.exists(node.netns):
             continue
         progress(f"{node.name}: stopping its pods")
-        subprocess.run(
-            [
-                "nsenter",
-                f"--net=/var/run/netns/{node.netns}",
-                "--",
-                str(BIN / "mesh-runtime"),
-                "--cleanup",
-                "--node",
-                node.name,
-                "--state-dir",
-                str(ndir),
-            ],
-            capture_output=True,
-            timeout=120,
-        )
+        command = [
+            "nsenter",
+            f"--net=/var/run/netns/{node.netns}",
+            "--",
+            str(BIN / "mesh-runtime"),
+            "--cleanup",
+            "--node",
+            node.name,
+            "--state-dir",
+            str(ndir),
+        ]
+        cleanups.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    for cleanup in cleanups:
+        try:
+            cleanup.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            cleanup.kill()
+            cleanup.wait()
 
 
 def _pod_namespaces(state_dir: Path) -> list[str]:

@@ -63,22 +63,25 @@ def start(name: str, program: str, args: list[str], log: Path, netns: str = "") 
     return started
 
 
-def stop(process: Process, grace: float = 10.0) -> bool:
-    """SIGTERM, then SIGKILL after `grace` seconds; True when it is gone."""
-    if not process.alive():
-        return True
-    os.kill(process.pid, signal.SIGTERM)
+def stop_all(processes: list[Process], grace: float = 10.0) -> list[Process]:
+    """SIGTERM to all, SIGKILL to those still there after `grace` seconds (one deadline for all,
+    so their drains overlap); returns the ones not gone."""
+    running = [p for p in processes if p.alive()]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not process.alive():
-            _reap(process.pid)
-            return True
+    while time.monotonic() < deadline and any(p.alive() for p in running):
         time.sleep(0.1)
-    if process.alive():
-        os.kill(process.pid, signal.SIGKILL)
+    for process in running:
+        if process.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+    if any(p.alive() for p in running):
         time.sleep(0.2)
-    _reap(process.pid)
-    return not process.alive()
+    for process in running:
+        _reap(process.pid)
+    return [p for p in running if p.alive()]
 
 
 def _reap(pid: int) -> None:
