@@ -12,7 +12,6 @@ Whether it is written at all still follows the `waypoint.access` logger's level.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import logging
 import sys
 import time
@@ -36,7 +35,6 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
         self._logger = logging.getLogger(LOGGER)
-        atexit.register(self.flush)
 
     @property
     def enabled(self) -> bool:

@@ -12,6 +12,7 @@ reads `unknown`.
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -70,6 +71,7 @@ DURATION_BUCKETS = (
 SIZE_BUCKETS = (1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000)
 
 ACCESS_LOG = AccessLog()
+atexit.register(ACCESS_LOG.flush)  # lines still queued when the process ends
 
 
 def parse_baggage(value: str | None) -> dict[str, str]:

@@ -65,14 +65,12 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
         async for response in self._stream(context, request_iterator, sotw_stream=False):
             yield response
-            del response  # not held while waiting for the next (it may be a 20 MB table)
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         async for response in self._stream(context, request_iterator, sotw_stream=True):
             yield response
-            del response
 
     async def _stream(
         self, context: grpc.aio.ServicerContext, requests: AsyncIterator, *, sotw_stream: bool
@@ -105,10 +103,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
                 getter = asyncio.create_task(conn.out.get())
                 done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
-                    message = getter.result()
-                    del done, getter  # hold nothing of a sent message while waiting for the next
-                    yield message
-                    del message
+                    yield getter.result()
                     continue
                 getter.cancel()
                 break  # the client closed its side

@@ -9,6 +9,8 @@ from typing import Protocol
 
 from mesh.hbone import HboneError, HboneStream
 
+from . import http1
+
 READ_SIZE = 1 << 16
 
 
@@ -69,3 +71,13 @@ class TcpBytes:
     def close(self) -> None:
         with contextlib.suppress(OSError, RuntimeError):
             self._writer.close()
+
+
+async def next_http1_event(parser: http1.Parser, stream: ByteStream) -> http1.Event:
+    """The parser's next event, reading from `stream` as long as it needs data (b"" at the end
+    of the stream gives END or CLOSED, or http1.ProtocolError when a message was cut short)."""
+    while True:
+        event = parser.next_event()
+        if event is not http1.NEED_DATA:
+            return event
+        parser.feed(await stream.read())

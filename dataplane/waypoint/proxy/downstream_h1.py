@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from . import http1
-from .byte_stream import ByteStream, StreamClosed
+from .byte_stream import ByteStream, StreamClosed, next_http1_event
 from .messages import HOP_BY_HOP, MAX_REQUEST_BODY, HttpRequest, HttpResponse, text_response
 
 log = logging.getLogger("waypoint.http1")
@@ -24,22 +24,11 @@ class BadRequest(Exception):
         self.status = status
 
 
-async def _next_event(parser: http1.Parser, stream: ByteStream) -> http1.Event:
-    while True:
-        event = parser.next_event()
-        if event is not http1.NEED_DATA:
-            return event
-        try:
-            parser.feed(await stream.read())
-        except http1.ProtocolError as e:
-            raise BadRequest(e.status, str(e)) from None
-
-
 async def _read_body(parser: http1.Parser, stream: ByteStream) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:
-        event = await _next_event(parser, stream)
+        event = await next_http1_event(parser, stream)
         if type(event) is bytes:
             size += len(event)
             if size > MAX_REQUEST_BODY:
@@ -111,7 +100,7 @@ async def serve_h1(stream: ByteStream, first: bytes, handle: Handle) -> None:
             if first:
                 parser.feed(first)
                 first = b""
-            event = await _next_event(parser, stream)
+            event = await next_http1_event(parser, stream)
             if event is http1.CLOSED:
                 return
             if not isinstance(event, http1.RequestHead):

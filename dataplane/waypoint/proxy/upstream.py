@@ -24,7 +24,7 @@ from mesh.hbone import HboneClient, HboneError, Pool, PoolKey, format_authority
 from ..identity import WaypointIdentity
 from ..l7.upstreams import ClusterState, Endpoint, Resource
 from . import http1
-from .byte_stream import ByteStream, HboneBytes, StreamClosed, TcpBytes
+from .byte_stream import ByteStream, HboneBytes, StreamClosed, TcpBytes, next_http1_event
 from .messages import HOP_BY_HOP, HttpRequest
 from .upstream_h2 import exchange_h2
 from .upstream_response import ConnectFailure, Overflow, RequestHead, UpstreamReset, UpstreamResponse
@@ -86,15 +86,10 @@ class _H1:
 
     async def next_event(self) -> http1.Event:
         """The next response event; StreamClosed when the bytes are not HTTP/1.1."""
-        parser = self.parser
-        while True:  # ends: each read brings data or b"" (then END or CLOSED, or an error)
-            event = parser.next_event()
-            if event is not http1.NEED_DATA:
-                return event
-            try:
-                parser.feed(await self.stream.read())
-            except http1.ProtocolError as e:
-                raise StreamClosed(f"invalid response: {e}") from None
+        try:
+            return await next_http1_event(self.parser, self.stream)
+        except http1.ProtocolError as e:
+            raise StreamClosed(f"invalid response: {e}") from None
 
 
 def _body_at_hand(h1: _H1) -> tuple[list[bytes], bool]:

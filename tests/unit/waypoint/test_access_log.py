@@ -35,11 +35,17 @@ def test_lines_are_batched_until_the_interval() -> None:
 def test_the_size_limit_and_flush_write_at_once() -> None:
     sink = io.StringIO()
     log = AccessLog(sink, interval=60, limit=200)
-    log.write({"path": "/" + "a" * 300})  # no loop: written at once
-    assert sink.getvalue().count("\n") == 1
-    log._lines.append("{}")
-    log.flush()
-    assert sink.getvalue().endswith("{}\n")
+
+    async def scenario() -> tuple[str, str]:
+        log.write({"path": "/" + "a" * 300})  # past the limit: written at once
+        big = sink.getvalue()
+        log.write({"path": "/small"})  # queued for a minute...
+        assert sink.getvalue() == big
+        log.flush()  # ...unless flushed (drain, exit)
+        return big, sink.getvalue()
+
+    big, flushed = asyncio.run(scenario())
+    assert big.count("\n") == 1 and flushed.endswith('"path":"/small"}\n')
 
 
 def test_enabled_follows_the_logger_level() -> None:
