@@ -6,9 +6,9 @@ import asyncio
 import ipaddress
 from typing import Any
 
-import grpc
 import httpx
 
+from mesh.grpc_client import open_channel, tls_context
 from mesh.proto_gen.istio.security import authorization_pb2
 from mesh.proto_gen.istio.workload import workload_pb2
 from mesh.xds.delta_client import DeltaClient
@@ -38,11 +38,7 @@ def proxy_status(admin_url: str) -> tuple[str, list[dict[str, Any]]]:
 
 async def fetch(address: str, roots: bytes | None, token: str, timeout: float = 10) -> DeltaClient:
     """Everything a ztunnel holding `token` would receive."""
-    channel = (
-        grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(roots))
-        if roots
-        else grpc.aio.insecure_channel(address)
-    )
+    channel = open_channel(address, tls_context(roots) if roots else None)
     client = DeltaClient(channel, "meshctl~xds-config", token=token)
     client.watch(ADDRESS)
     client.watch(AUTHZ)
@@ -51,7 +47,7 @@ async def fetch(address: str, roots: bytes | None, token: str, timeout: float = 
         await client.wait_for(lambda: client.types[ADDRESS].acked > 0 and client.types[AUTHZ].acked > 0, timeout)
     finally:
         task.cancel()
-        await channel.close()
+        channel.close()
     return client
 
 

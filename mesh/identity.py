@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mesh.resources.base import dns1123_label_error, dns1123_subdomain_error
+from mesh.names import dns1123_label_error, dns1123_subdomain_error
 
 DEFAULT_TRUST_DOMAIN = "cluster.local"
 

@@ -8,6 +8,7 @@ process with one line naming the setting, its value and the reason, as `NAME=VAL
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
@@ -17,6 +18,9 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from mesh import plain_settings
+from mesh.plain_settings import host_port
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -50,7 +54,10 @@ def _is_list(annotation: Any) -> bool:
 
 
 def parse_settings(cls: type[S], prog: str, description: str, argv: list[str] | None = None) -> S:
-    """Build an argument parser from `cls`, parse `argv`, and return the validated settings."""
+    """Build an argument parser from `cls`, parse `argv`, and return the validated settings.
+    A dataclass (ztunnel's: mesh/plain_settings.py) is parsed without pydantic, by the same rules."""
+    if dataclasses.is_dataclass(cls):
+        return plain_settings.parse(cls, prog, description, argv)  # type: ignore[type-var,return-value]
     parser = argparse.ArgumentParser(prog=prog, description=description)
     for name, info in cls.model_fields.items():
         env = f"MESH_{name.upper()}"
@@ -90,15 +97,6 @@ def _check_listen(value: str) -> str:
 
 def _check_optional_listen(value: str) -> str:
     return _check_listen(value) if value else value
-
-
-def host_port(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """Split `HOST:PORT` (or `:PORT`, `[v6]:PORT`) and check the port."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    host = host.strip("[]") or default_host
-    return host, int(port)
 
 
 Listen = Annotated[str, AfterValidator(_check_listen)]

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 
-import grpc
 from google.protobuf import any_pb2
 
+from mesh.grpc_client import Channel, tls_context
 from mesh.xds.ads_stream import AdsStream
 from mesh.xds.delta_client import DeltaClient
 
@@ -101,15 +102,11 @@ class XdsClient(AdsStream):
                 delta.unsubscribe(type_url, gone)
                 self._store.apply(type_url, {}, gone)
 
-    async def _credentials(self) -> grpc.ChannelCredentials:
+    async def _tls(self) -> ssl.SSLContext:
         cert = await self._identity.current()
-        return grpc.ssl_channel_credentials(
-            root_certificates=self._identity.roots_pem(),
-            private_key=cert.key_pem,
-            certificate_chain="".join(cert.chain).encode(),
-        )
+        return tls_context(self._identity.roots_pem(), "".join(cert.chain).encode(), cert.key_pem)
 
-    def _new_delta(self, channel: grpc.aio.Channel) -> DeltaClient:
+    def _new_delta(self, channel: Channel) -> DeltaClient:
         config = self._config
         delta = DeltaClient(
             channel,

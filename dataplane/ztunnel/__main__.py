@@ -11,7 +11,7 @@ import contextlib
 import sys
 
 from mesh import logs
-from mesh.settings import parse_settings
+from mesh.plain_settings import parse
 
 from .app import request_certificate, run
 from .settings import ConfigError, ZtunnelSettings, resolve
@@ -26,7 +26,7 @@ def _install_uvloop() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = parse_settings(
+    settings = parse(
         ZtunnelSettings,
         "ztunnel",
         "The node proxy: captures each enrolled pod's TCP, carries it over HBONE mTLS, authorizes and counts it.",

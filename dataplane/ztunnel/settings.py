@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
-
 from mesh.identity import DEFAULT_TRUST_DOMAIN
-from mesh.settings import CommonSettings, host_port
+from mesh.plain_settings import PlainSettings, host_port, setting
 
 ADMIN_PORT = 15000
 METRICS_PORT = 15020
@@ -27,27 +25,27 @@ class ConfigError(ValueError):
     """A setting that cannot be used; the message is `NAME=VALUE (reason)`."""
 
 
-class ZtunnelSettings(CommonSettings):
-    """What `ztunnel` reads at start-up. `state_dir` is the node's directory."""
+@dataclass
+class ZtunnelSettings(PlainSettings):
+    """What `ztunnel` reads at start-up. `state_dir` is the node's directory. A plain dataclass
+    (mesh/plain_settings.py): pydantic would cost ztunnel 12 MB of resident memory."""
 
-    node: str = Field("", description="this node's name (default: `name` in {state-dir}/node.json)")
-    node_ip: str = Field("", description="the node's underlay IP for admin/metrics/readiness (default: node.json `ip`)")
-    xds_address: str = Field("", description="mesh-xds HOST:PORT (default: node.json `xds`)")
-    ca_address: str = Field("", description="mesh-ca HOST:PORT (default: node.json `ca`)")
-    token_file: Path | None = Field(None, description="the node token (default: {state-dir}/token)")
-    root_cert: Path | None = Field(None, description="the mesh's trust bundle (default: node.json `root_cert`)")
-    zds_socket: Path | None = Field(
-        None, description="the node agent's ZDS socket (default: {state-dir}/ztunnel/zds.sock)"
-    )
-    admin_port: int = Field(ADMIN_PORT, ge=0, le=65535, description="/config_dump, /quitquitquit")
-    metrics_port: int = Field(METRICS_PORT, ge=0, le=65535, description="/stats/prometheus, /metrics")
-    readiness_port: int = Field(READINESS_PORT, ge=0, le=65535, description="/healthz/ready")
-    trust_domain: str = Field(DEFAULT_TRUST_DOMAIN, description="the mesh's trust domain")
-    cert_ttl: int = Field(86400, ge=60, description="certificate lifetime to request, seconds (mesh-ca clamps it)")
-    drain_seconds: float = Field(5.0, ge=0, description="on SIGTERM, how long open connections may finish")
-    cluster_id: str = Field("Kubernetes", description="the cluster name in telemetry and baggage")
-    request_certificate: str = Field(
-        "", description="diagnostic: ask the CA for this SPIFFE identity as this node's ztunnel would, print, exit"
+    node: str = setting("", "this node's name (default: `name` in {state-dir}/node.json)")
+    node_ip: str = setting("", "the node's underlay IP for admin/metrics/readiness (default: node.json `ip`)")
+    xds_address: str = setting("", "mesh-xds HOST:PORT (default: node.json `xds`)")
+    ca_address: str = setting("", "mesh-ca HOST:PORT (default: node.json `ca`)")
+    token_file: Path | None = setting(None, "the node token (default: {state-dir}/token)")
+    root_cert: Path | None = setting(None, "the mesh's trust bundle (default: node.json `root_cert`)")
+    zds_socket: Path | None = setting(None, "the node agent's ZDS socket (default: {state-dir}/ztunnel/zds.sock)")
+    admin_port: int = setting(ADMIN_PORT, "/config_dump, /quitquitquit", ge=0, le=65535)
+    metrics_port: int = setting(METRICS_PORT, "/stats/prometheus, /metrics", ge=0, le=65535)
+    readiness_port: int = setting(READINESS_PORT, "/healthz/ready", ge=0, le=65535)
+    trust_domain: str = setting(DEFAULT_TRUST_DOMAIN, "the mesh's trust domain")
+    cert_ttl: int = setting(86400, "certificate lifetime to request, seconds (mesh-ca clamps it)", ge=60)
+    drain_seconds: float = setting(5.0, "on SIGTERM, how long open connections may finish", ge=0)
+    cluster_id: str = setting("Kubernetes", "the cluster name in telemetry and baggage")
+    request_certificate: str = setting(
+        "", "diagnostic: ask the CA for this SPIFFE identity as this node's ztunnel would, print, exit"
     )
 
 

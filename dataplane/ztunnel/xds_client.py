@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 
-import grpc
 from google.protobuf import any_pb2
 
+from mesh.grpc_client import Channel, tls_context
 from mesh.xds.ads_stream import AdsStream
 from mesh.xds.delta_client import DeltaClient
 
@@ -56,7 +57,7 @@ class XdsClient(AdsStream):
             log.exception("xds: update hook failed")
         return [str(r) for r in rejections]
 
-    def _new_delta(self, channel: grpc.aio.Channel) -> DeltaClient:
+    def _new_delta(self, channel: Channel) -> DeltaClient:
         config = self._config
         delta = DeltaClient(
             channel,
@@ -76,8 +77,8 @@ class XdsClient(AdsStream):
             delta.watch(type_url)
         return delta
 
-    async def _credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(self._config.roots_pem())
+    async def _tls(self) -> ssl.SSLContext:
+        return tls_context(self._config.roots_pem())
 
     async def run(self) -> None:
         """Forever: connect, stream, and on any failure wait the back-off and reconnect."""

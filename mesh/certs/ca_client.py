@@ -1,21 +1,25 @@
-"""A client of the CA's istio.v1.auth.IstioCertificateService (and the trust bundle)."""
+"""A client of the CA's istio.v1.auth.IstioCertificateService (and the trust bundle), over
+grpclib (mesh/grpc_client.py says why not grpcio)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
 from google.protobuf import struct_pb2
+from grpclib.client import UnaryUnaryMethod
 
-from mesh.proto_gen.ca.v1 import trust_pb2, trust_pb2_grpc
-from mesh.proto_gen.istio.v1.auth import ca_pb2, ca_pb2_grpc
+from mesh.grpc_client import RpcError, open_channel, rpc_errors, tls_context
+from mesh.proto_gen.ca.v1 import trust_pb2
+from mesh.proto_gen.istio.v1.auth import ca_pb2
 
 IMPERSONATED_IDENTITY = "ImpersonatedIdentity"
+CREATE_CERTIFICATE = "/istio.v1.auth.IstioCertificateService/CreateCertificate"
+GET_TRUST_BUNDLE = "/mesh.ca.v1.TrustBundleService/GetTrustBundle"
 
 
 @dataclass(frozen=True)
 class CaError(Exception):
-    """The CA refused: its status code name and message."""
+    """The CA refused, or could not be reached: the status code name and message."""
 
     code: str
     message: str
@@ -28,13 +32,14 @@ class CaClient:
     """One channel to mesh-ca; TLS against the mesh's roots unless `roots_pem` is None."""
 
     def __init__(self, address: str, roots_pem: bytes | None, token: str, server_name: str | None = None):
-        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-        if roots_pem is None:
-            self.channel = grpc.aio.insecure_channel(address, options=options)
-        else:
-            self.channel = grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(roots_pem), options=options)
-        self._certs = ca_pb2_grpc.IstioCertificateServiceStub(self.channel)
-        self._trust = trust_pb2_grpc.TrustBundleServiceStub(self.channel)
+        tls = tls_context(roots_pem) if roots_pem is not None else None
+        self.channel = open_channel(address, tls, server_name)
+        self._create = UnaryUnaryMethod(
+            self.channel, CREATE_CERTIFICATE, ca_pb2.IstioCertificateRequest, ca_pb2.IstioCertificateResponse
+        )
+        self._trust = UnaryUnaryMethod(
+            self.channel, GET_TRUST_BUNDLE, trust_pb2.TrustBundleRequest, trust_pb2.TrustBundleResponse
+        )
         self.token = token
 
     async def __aenter__(self) -> CaClient:
@@ -45,7 +50,7 @@ class CaClient:
 
     async def close(self) -> None:
         """Close the channel (the certificate manager calls this when it stops)."""
-        await self.channel.close()
+        self.channel.close()
 
     async def create_certificate(
         self, csr_pem: str, validity_seconds: int, impersonate: str | None = None, timeout: float = 10.0
@@ -56,16 +61,18 @@ class CaClient:
             metadata.update({IMPERSONATED_IDENTITY: impersonate})
         request = ca_pb2.IstioCertificateRequest(csr=csr_pem, validity_duration=validity_seconds, metadata=metadata)
         try:
-            response = await self._certs.CreateCertificate(
-                request, metadata=[("authorization", f"Bearer {self.token}")], timeout=timeout
-            )
-        except grpc.aio.AioRpcError as e:
-            raise CaError(e.code().name, e.details() or "") from None
+            with rpc_errors():
+                response = await self._create(
+                    request, metadata={"authorization": f"Bearer {self.token}"}, timeout=timeout
+                )
+        except RpcError as e:
+            raise CaError(e.code, e.details) from None
         return list(response.cert_chain)
 
     async def trust_bundle(self, timeout: float = 10.0) -> list[str]:
         try:
-            response = await self._trust.GetTrustBundle(trust_pb2.TrustBundleRequest(), timeout=timeout)
-        except grpc.aio.AioRpcError as e:
-            raise CaError(e.code().name, e.details() or "") from None
+            with rpc_errors():
+                response = await self._trust(trust_pb2.TrustBundleRequest(), timeout=timeout)
+        except RpcError as e:
+            raise CaError(e.code, e.details) from None
         return list(response.roots)

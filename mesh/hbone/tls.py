@@ -55,6 +55,12 @@ def _pem_path(pem: bytes) -> Iterator[str]:
         yield handle.name
 
 
+def load_chain(ctx: ssl.SSLContext, chain_pem: str | bytes, key_pem: str | bytes) -> None:
+    """Load a certificate chain (leaf first) and its key into `ctx` from memory."""
+    with _pem_path(_as_bytes(chain_pem)) as chain_path, _pem_path(_as_bytes(key_pem)) as key_path:
+        ctx.load_cert_chain(chain_path, key_path)
+
+
 def _base_context(
     purpose: int, chain_pem: str | bytes, key_pem: str | bytes, bundle_pem: str | bytes
 ) -> ssl.SSLContext:
@@ -67,8 +73,7 @@ def _base_context(
     ctx.set_alpn_protocols([ALPN_H2])
     try:
         ctx.load_verify_locations(cadata=_as_bytes(bundle_pem).decode("ascii"))
-        with _pem_path(_as_bytes(chain_pem)) as chain_path, _pem_path(_as_bytes(key_pem)) as key_path:
-            ctx.load_cert_chain(chain_path, key_path)
+        load_chain(ctx, chain_pem, key_pem)
     except (ssl.SSLError, ValueError) as e:
         raise TlsError(f"cannot load the certificate, key or trust bundle: {e}") from None
     return ctx

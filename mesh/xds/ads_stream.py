@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 
-import grpc
+from mesh.grpc_client import Channel, RpcError, open_channel
 
 from .delta_client import DeltaClient
 
@@ -23,7 +24,7 @@ def next_backoff(current: float) -> float:
 
 
 class AdsStream:
-    """The reconnect loop of an xDS client. A subclass says how to connect (`_credentials`) and
+    """The reconnect loop of an xDS client. A subclass says how to connect (`_tls`) and
     what to subscribe (`_new_delta`), and counts each applied response in `_received` (a stream
     that received something restarts the back-off). Not thread-safe: the event loop owns it."""
 
@@ -34,10 +35,10 @@ class AdsStream:
         self.connected = False
         self.delta: DeltaClient | None = None
 
-    async def _credentials(self) -> grpc.ChannelCredentials:
+    async def _tls(self) -> ssl.SSLContext:
         raise NotImplementedError
 
-    def _new_delta(self, channel: grpc.aio.Channel) -> DeltaClient:
+    def _new_delta(self, channel: Channel) -> DeltaClient:
         raise NotImplementedError
 
     async def keep_streaming(self) -> None:
@@ -53,17 +54,19 @@ class AdsStream:
             delay = next_backoff(delay)
 
     async def _stream_once(self) -> None:
+        channel: Channel | None = None
         try:
-            credentials = await self._credentials()
-            async with grpc.aio.secure_channel(self._address, credentials) as channel:
-                self.delta = self._new_delta(channel)
-                self.connected = True
-                await self.delta.run_once()
+            channel = open_channel(self._address, await self._tls())
+            self.delta = self._new_delta(channel)
+            self.connected = True
+            await self.delta.run_once()
         except asyncio.CancelledError:
             raise
-        except grpc.aio.AioRpcError as e:
-            self._log.warning("xds: stream ended", extra={"code": e.code().name, "details": e.details()})
+        except RpcError as e:
+            self._log.warning("xds: stream ended", extra={"code": e.code, "details": e.details})
         except Exception as e:  # e.g. the token file vanished: keep serving, retry
             self._log.warning("xds: cannot stream", extra={"error": f"{type(e).__name__}: {e}"})
         finally:
             self.connected = False
+            if channel is not None:
+                channel.close()

@@ -1,20 +1,26 @@
 """A delta ADS client: subscribe, apply responses to a local cache, ACK or NACK each one.
 
 ztunnel uses it for Address and Authorization; tests use it to play many ztunnels. On reconnect
-it sends `initial_resource_versions` for what it holds, so the server resends only changes.
+it sends `initial_resource_versions` for what it holds, so the server resends only changes. The
+stream is grpclib's (mesh/grpc_client.py); every failure surfaces as RpcError.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import grpc
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
+from grpclib.client import Channel, Stream
+from grpclib.const import Cardinality
+
+from mesh.grpc_client import RpcError, rpc_errors
+
+DELTA_ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
 Validator = Callable[[str, str, any_pb2.Any], str | None]  # (type, name, resource) -> error or None
 # (type, updated {name: resource}, removed names) -> rejections ("name: reason"); the accepted rest is kept
@@ -45,7 +51,7 @@ class DeltaClient:
 
     def __init__(
         self,
-        channel: grpc.aio.Channel,
+        channel: Channel,
         node_id: str,
         *,
         token: str | None = None,
@@ -53,7 +59,7 @@ class DeltaClient:
         metadata: dict[str, str] | None = None,
         applier: Applier | None = None,
     ):
-        self.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        self.channel = channel
         self.node_id = node_id
         self.token = token
         self.validator = validator
@@ -83,9 +89,7 @@ class DeltaClient:
         state.subscribed.difference_update(names)
         for name in names:
             state.resources.pop(name, None)
-        self._queue.put_nowait(
-            discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_unsubscribe=names)
-        )
+        self._queue.put_nowait(discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_unsubscribe=names))
 
     def _first_requests(self) -> list[discovery_pb2.DeltaDiscoveryRequest]:
         out = []
@@ -107,28 +111,44 @@ class DeltaClient:
             out.append(request)
         return out
 
-    async def _requests(self) -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
+    async def _send_requests(self, stream: Stream) -> None:
         for request in self._first_requests():
-            yield request
-        while True:
-            request = await self._queue.get()
-            if request is None:
-                return
-            yield request
+            await stream.send_message(request)
+        while (request := await self._queue.get()) is not None:
+            await stream.send_message(request)
 
     async def run_once(self) -> None:
-        """One stream, until it ends or fails (raising grpc.aio.AioRpcError)."""
+        """One stream, until it ends or fails (raising RpcError)."""
         self._queue = asyncio.Queue()
-        metadata = [("authorization", f"Bearer {self.token}")] if self.token else None
-        call = self.stub.DeltaAggregatedResources(self._requests(), metadata=metadata)
-        try:
-            async for response in call:
-                self._queue.put_nowait(self._apply(response))
-                async with self.updated:
-                    self.updated.notify_all()
-        finally:
-            self._queue.put_nowait(None)
-            call.cancel()
+        metadata = {"authorization": f"Bearer {self.token}"} if self.token else None
+        sender: asyncio.Future[None] | None = None
+        with rpc_errors():
+            async with self.channel.request(
+                DELTA_ADS,
+                Cardinality.STREAM_STREAM,
+                discovery_pb2.DeltaDiscoveryRequest,
+                discovery_pb2.DeltaDiscoveryResponse,
+                metadata=metadata,
+            ) as stream:
+                try:
+                    await stream.send_request()
+                    sender = asyncio.ensure_future(self._send_requests(stream))
+                    while (response := await stream.recv_message()) is not None:
+                        self._queue.put_nowait(self._apply(response))
+                        async with self.updated:
+                            self.updated.notify_all()
+                    if sender.done():
+                        sender.result()  # a failed send is the stream's failure
+                    # The server ended the stream: close our side and read its status (an error
+                    # status raises here).
+                    sender.cancel()
+                    await stream.end()
+                    await stream.recv_trailing_metadata()
+                finally:
+                    if sender is not None:
+                        sender.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await sender
 
     def _apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> discovery_pb2.DeltaDiscoveryRequest:
         state = self.types.setdefault(response.type_url, TypeState())
@@ -169,7 +189,7 @@ class DeltaClient:
         """Keep a stream up, reconnecting with exponential back-off (ztunnel's: 10 ms to 15 s)."""
         delay = backoff
         while True:
-            with contextlib.suppress(grpc.aio.AioRpcError):
+            with contextlib.suppress(RpcError):
                 await self.run_once()
                 delay = backoff
             await asyncio.sleep(delay)

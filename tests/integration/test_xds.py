@@ -9,9 +9,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
+from mesh.grpc_client import RpcError, open_channel, tls_context
 from mesh.proto_gen.istio.security import authorization_pb2
 from mesh.proto_gen.istio.workload import workload_pb2
 from mesh.xds.delta_client import DeltaClient
@@ -52,13 +52,13 @@ async def ztunnel(
     xds: harness.MeshXds, token: str, *, validator=None, client: DeltaClient | None = None
 ) -> AsyncIterator[DeltaClient]:
     roots = (xds.istiod.state_dir / "root-cert.pem").read_bytes()
-    channel = grpc.aio.secure_channel(xds.address, grpc.ssl_channel_credentials(roots))
+    channel = open_channel(xds.address, tls_context(roots))
     if client is None:
         client = DeltaClient(channel, "ztunnel~test", token=token, validator=validator)
         client.watch(ADDRESS)
         client.watch(AUTHZ)
     else:
-        client.stub = type(client.stub)(channel)
+        client.channel = channel
     task = asyncio.create_task(client.run_once())
     try:
         await client.wait_for(lambda: client.types[ADDRESS].acked > 0 and client.types[AUTHZ].acked > 0, 10)
@@ -67,7 +67,7 @@ async def ztunnel(
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        await channel.close()
+        channel.close()
 
 
 def workload(client: DeltaClient, name: str) -> workload_pb2.Workload | None:
@@ -182,20 +182,20 @@ def test_a_nack_keeps_the_last_good_state_is_reported_and_spares_other_clients(p
 def test_streams_need_a_node_token_or_a_workload_certificate(plane) -> None:
     istiod, xds, _token = plane
 
-    async def attempt(credential: str | None) -> grpc.StatusCode:
+    async def attempt(credential: str | None) -> str:
         roots = (istiod.state_dir / "root-cert.pem").read_bytes()
-        async with grpc.aio.secure_channel(xds.address, grpc.ssl_channel_credentials(roots)) as channel:
+        async with open_channel(xds.address, tls_context(roots)) as channel:
             client = DeltaClient(channel, "x", token=credential)
             client.watch(ADDRESS)
             try:
                 await asyncio.wait_for(client.run_once(), 5)
-            except grpc.aio.AioRpcError as e:
-                return e.code()
-        return grpc.StatusCode.OK
+            except RpcError as e:
+                return e.code
+        return "OK"
 
-    assert asyncio.run(attempt(None)) == grpc.StatusCode.UNAUTHENTICATED
-    assert asyncio.run(attempt(istiod.token)) == grpc.StatusCode.UNAUTHENTICATED
-    assert asyncio.run(attempt("e30.e30.e30")) == grpc.StatusCode.UNAUTHENTICATED
+    assert asyncio.run(attempt(None)) == "UNAUTHENTICATED"
+    assert asyncio.run(attempt(istiod.token)) == "UNAUTHENTICATED"
+    assert asyncio.run(attempt("e30.e30.e30")) == "UNAUTHENTICATED"
 
 
 def test_proxy_status_reports_synced_streams(plane) -> None:

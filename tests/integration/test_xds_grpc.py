@@ -29,6 +29,7 @@ from envoy.config.listener.v3 import listener_pb2
 
 from mesh.certs.ca_client import CaClient
 from mesh.certs.csr import make_csr
+from mesh.grpc_client import open_channel, tls_context
 from mesh.identity import Identity
 from mesh.xds.delta_client import DeltaClient
 from tests import harness
@@ -483,8 +484,7 @@ def test_a_workload_certificate_also_reads_envoy_types_over_delta(mesh: Mesh) ->
     roots, chain, key = (p.read_bytes() for p in mesh.credentials)
 
     async def scenario() -> set[str]:
-        credentials = grpc.ssl_channel_credentials(roots, key, chain)
-        async with grpc.aio.secure_channel(mesh.xds.mtls_address, credentials) as channel:
+        async with open_channel(mesh.xds.mtls_address, tls_context(roots, chain, key)) as channel:
             client = DeltaClient(channel, "delta-workload")
             client.watch(LISTENER)
             task = asyncio.create_task(client.run_once())

@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import httpx
 
 from mesh.certs.ca_client import CaClient
 from mesh.certs.csr import make_csr
+from mesh.grpc_client import open_channel, tls_context
 from mesh.identity import Identity
 from mesh.xds.delta_client import DeltaClient
 from tests import harness
@@ -83,8 +83,7 @@ async def subscribe(
     """A delta ADS stream with `identity`'s certificate, as proxy `node` with `metadata`, subscribed
     to one name, until the server answered it (with the resource, or by naming it removed)."""
     roots, chain, key = plane.credentials[str(identity)]
-    credentials = grpc.ssl_channel_credentials(roots, key, chain)
-    async with grpc.aio.secure_channel(plane.xds.mtls_address, credentials) as channel:
+    async with open_channel(plane.xds.mtls_address, tls_context(roots, chain, key)) as channel:
         client = DeltaClient(channel, node, metadata=metadata)
         client.watch(type_url, wildcard=False, names=[name])
         task = asyncio.create_task(client.run_once())

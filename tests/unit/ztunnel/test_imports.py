@@ -1,0 +1,19 @@
+"""ztunnel's memory budget depends on what it imports: neither grpcio nor pydantic may creep in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("grpc", "pydantic", "pydantic_core", "pydantic_settings", "fastapi", "sqlalchemy", "httpx")
+
+
+def test_ztunnel_loads_none_of_the_heavy_packages() -> None:
+    probe = (
+        "import sys, json, dataplane.ztunnel.__main__; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True).stdout))
+    assert "grpclib" in loaded and "h2" in loaded  # the probe saw ztunnel's real imports
+    assert loaded.isdisjoint(HEAVY), sorted(loaded.intersection(HEAVY))
