@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from mesh.hbone import (
     Pool,
     PoolKey,
     client_context,
+    open_tcp,
     parse_authority,
     server_context,
     splice,
@@ -96,12 +98,12 @@ async def run_server_proxy(certs: Path) -> None:
     async def handler(stream: HboneStream) -> None:
         host, port = parse_authority(stream.authority)
         try:
-            reader, writer = await asyncio.open_connection(host, port)
+            upstream = await open_tcp(host, port)
         except OSError:
             stream.reject(503)
             return
         stream.accept()
-        await splice(stream, reader, writer)
+        await splice(stream, upstream)
 
     server = HboneServer(context, handler, trust_domain="cluster.local")
     await server.listen(HOST, 0)
@@ -120,14 +122,25 @@ async def run_client_proxy(certs: Path, hbone_port: int, targets: dict[str, int]
 
     pool = Pool(connect)
     ports = {}
+    tasks: set[asyncio.Future[None]] = set()
     for name, target in targets.items():
 
-        async def outbound(reader, writer, target=target) -> None:  # type: ignore[no-untyped-def]
+        async def outbound(conn: socket.socket, target: int = target) -> None:
             stream = await pool.open(key, f"{HOST}:{target}", [("forwarded", f'for="{HOST}"')])
-            await splice(stream, reader, writer)
+            await splice(stream, conn)
 
-        listener = await asyncio.start_server(outbound, HOST, 0)
-        ports[name] = listener.sockets[0].getsockname()[1]
+        async def accept(listener: socket.socket, outbound=outbound) -> None:  # type: ignore[no-untyped-def]
+            loop = asyncio.get_running_loop()
+            while True:
+                conn, _ = await loop.sock_accept(listener)
+                conn.setblocking(False)
+                tasks.add(task := asyncio.ensure_future(outbound(conn)))
+                task.add_done_callback(tasks.discard)
+
+        listener = socket.create_server((HOST, 0))
+        listener.setblocking(False)
+        tasks.add(asyncio.ensure_future(accept(listener)))
+        ports[name] = listener.getsockname()[1]
     print(json.dumps(ports), flush=True)
     await asyncio.Event().wait()
 

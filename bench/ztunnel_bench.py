@@ -291,8 +291,22 @@ async def measure(paths: list[PodPair], args: argparse.Namespace, pids: list[int
 
 
 def report(figures: dict, idle_rss: list[float], loaded: dict) -> None:
-    d, m = figures["direct"], figures["mesh"]
     print("ztunnel benchmark (2 nodes; direct = pod to pod without the mesh, mesh = through both ztunnels)")
+    if figures:
+        report_traffic(figures)
+    print(f"  {'ztunnel RSS idle':<28} " + ", ".join(f"{r:.1f} MB" for r in idle_rss))
+    print(
+        f"  {'ztunnel RSS loaded':<28} "
+        + ", ".join(f"{r:.1f} MB" for r in loaded["rss"])
+        + f" ({loaded['pods']} pods served, {loaded['open']} connections open; with the pods only: "
+        + ", ".join(f"{r:.1f} MB" for r in loaded["rss_pods_only"])
+        + ")"
+    )
+    print(json.dumps({"figures": figures, "idle_rss_mb": idle_rss, "loaded": loaded}, default=float))
+
+
+def report_traffic(figures: dict) -> None:
+    d, m = figures["direct"], figures["mesh"]
     print(row("bulk throughput", d["bulk_mb_s"], m["bulk_mb_s"], "MB/s"))
     print(row("1-byte RTT p50", d["rtt_us"][0], m["rtt_us"][0], "µs", better_high=False))
     print(row("1-byte RTT p99", d["rtt_us"][1], m["rtt_us"][1], "µs", better_high=False))
@@ -302,33 +316,31 @@ def report(figures: dict, idle_rss: list[float], loaded: dict) -> None:
     print(row("1 KB req-resp p50", rr_d["p50"], rr_m["p50"], "µs", better_high=False))
     print(row("1 KB req-resp p99", rr_d["p99"], rr_m["p99"], "µs", better_high=False))
     print(f"  {'ztunnels CPU (both)':<28} {rr_m['vcpu_per_1000rps']:.3f} vCPU per 1000 rps (mesh path)")
-    print(f"  {'ztunnel RSS idle':<28} " + ", ".join(f"{r:.1f} MB" for r in idle_rss))
-    print(
-        f"  {'ztunnel RSS loaded':<28} "
-        + ", ".join(f"{r:.1f} MB" for r in loaded["rss"])
-        + f" ({loaded['pods']} pods served, {loaded['open']} connections open)"
-    )
-    print(json.dumps({"figures": figures, "idle_rss_mb": idle_rss, "loaded": loaded}, default=float))
 
 
 async def run(state: Path, args: argparse.Namespace) -> None:
     with api(state) as client:
         paths = setup(client)
         pids = ztunnel_pids(state)
-        figures = await measure(paths, args, pids)
+        figures = await measure(paths, args, pids) if not args.memory_only else {}
         idle_rss = [rss_mb(pid) for pid in pids]
         if args.pods:
             extra_pods(client, args.pods)
             deadline = time.monotonic() + 60
             while sum(served_pods(n) for n in NODE_IP) < args.pods + 2 and time.monotonic() < deadline:
                 time.sleep(0.5)
+        pods_rss = [rss_mb(pid) for pid in pids]
         writers = await hold_open(paths[1], args.open)
         await asyncio.sleep(2)
         loaded = {
             "rss": [rss_mb(pid) for pid in pids],
+            "rss_pods_only": pods_rss,
             "pods": sum(served_pods(n) for n in NODE_IP),
             "open": len(writers),
         }
+        if args.memory_report:
+            reports = {n: httpx.get(f"http://{ip}:15000/debug/memory", timeout=60).json() for n, ip in NODE_IP.items()}
+            Path(args.memory_report).write_text(json.dumps(reports, indent=1))
         for writer in writers:
             writer.close()
     report(figures, idle_rss, loaded)
@@ -341,6 +353,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000, help="1 KB request-response rate (requests/s)")
     parser.add_argument("--pods", type=int, default=100, help="extra enrolled pods for the RSS figure")
     parser.add_argument("--open", type=int, default=1000, help="connections held open for the RSS figure")
+    parser.add_argument("--memory-only", action="store_true", help="skip the traffic figures; only the RSS ones")
+    parser.add_argument(
+        "--memory-report",
+        help="write both ztunnels' /debug/memory, loaded, to this file (start the bench with "
+        "PYTHONTRACEMALLOC=1 in the environment for allocation sites)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("ztunnel_bench: needs root (network namespaces)")

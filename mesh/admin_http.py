@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from mesh.memory_report import memory_report
 from mesh.readiness import Readiness
 
 log = logging.getLogger("mesh.admin")
@@ -93,8 +94,8 @@ class Exposition(Protocol):
 
 
 def admin_routes(proxy: str, config_dump: Callable[[], Any], quit_: Callable[[], None]) -> Routes:
-    """`/config_dump` (the JSON `config_dump()` returns), `POST /quitquitquit` (calls `quit_`), and
-    an index naming them, for `proxy` (ztunnel, waypoint)."""
+    """`/config_dump` (the JSON `config_dump()` returns), `/debug/memory` (mesh/memory_report.py),
+    `POST /quitquitquit` (calls `quit_`), and an index naming them, for `proxy` (ztunnel, waypoint)."""
 
     async def dump(_method: str) -> Response:
         return Response(200, orjson.dumps(config_dump(), option=orjson.OPT_INDENT_2), JSON)
@@ -105,10 +106,13 @@ def admin_routes(proxy: str, config_dump: Callable[[], Any], quit_: Callable[[],
         quit_()
         return text(200, "OK: draining")
 
-    async def index(_method: str) -> Response:
-        return text(200, f"{proxy} admin: /config_dump, /quitquitquit (POST)")
+    async def memory(_method: str) -> Response:
+        return Response(200, orjson.dumps(memory_report(), option=orjson.OPT_INDENT_2), JSON)
 
-    return {"/": index, "/config_dump": dump, "/quitquitquit": quit_route}
+    async def index(_method: str) -> Response:
+        return text(200, f"{proxy} admin: /config_dump, /debug/memory, /quitquitquit (POST)")
+
+    return {"/": index, "/config_dump": dump, "/debug/memory": memory, "/quitquitquit": quit_route}
 
 
 def metrics_routes(metrics: Exposition, content_type: str) -> Routes:

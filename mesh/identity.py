@@ -8,6 +8,7 @@ is a valid SPIFFE ID (SPIFFE-ID §2.2) but not a mesh workload identity, so `par
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from mesh.names import dns1123_label_error, dns1123_subdomain_error
 
@@ -54,6 +55,11 @@ class Identity:
             raise IdentityError(problem)
 
     def __str__(self) -> str:
+        return self.uri
+
+    @cached_property
+    def uri(self) -> str:
+        """The SPIFFE URI, made once: proxies key pools and records by it for every connection."""
         return f"{_SCHEME}{self.trust_domain}/ns/{self.namespace}/sa/{self.service_account}"
 
     @classmethod

@@ -17,6 +17,7 @@ import logging
 import signal
 import time
 
+from mesh import heap
 from mesh.certs.ca_client import CaClient
 from mesh.certs.manager import CertificateManager
 from mesh.clock import SystemClock
@@ -136,6 +137,7 @@ class Ztunnel:
             asyncio.ensure_future(self.zds.run()),
             asyncio.ensure_future(self._mark_when("xds", self.xds.ready)),
             asyncio.ensure_future(self._mark_when("zds", self.zds.snapshot_received)),
+            asyncio.ensure_future(heap.trim_periodically()),  # RSS is a budget (mesh/heap.py)
         ]
         log.info(
             "started", extra={"node": self.config.node, "admin": f"{self.config.node_ip}:{self.config.admin_port}"}

@@ -12,7 +12,7 @@ from .driver import HboneClient, HboneServer
 from .errors import ConnectionClosedError, HboneError, IdentityMismatch, StreamRefused, StreamResetError, TlsError
 from .headers import baggage_header, format_authority, forwarded_header, parse_authority
 from .pool import Pool, PoolKey
-from .splice import SpliceResult, splice
+from .splice import SpliceResult, open_tcp, splice
 from .stream import HboneStream
 from .tls import ContextsByAddress, client_context, peer_identity, server_context
 
@@ -34,6 +34,7 @@ __all__ = [
     "client_context",
     "format_authority",
     "forwarded_header",
+    "open_tcp",
     "parse_authority",
     "peer_identity",
     "server_context",

@@ -18,6 +18,7 @@ Importing this module replaces hyperframe's `Frame.__repr__` (see `install_cheap
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 
@@ -268,7 +269,10 @@ class HboneConnection:
         if stream.end_queued:
             raise StreamStateError(stream_id, "half-closed (local)", Op.SEND.value)
         if data:
-            stream.outbox.append(data)
+            if stream.outbox:
+                stream.outbox.append(data)  # type: ignore[union-attr]
+            else:
+                stream.outbox = deque((data,))
             stream.queued += len(data)
             self._flush(stream)
 

@@ -18,11 +18,6 @@ from h2.errors import ErrorCodes
 from .errors import HboneError
 from .stream import HboneStream
 
-# Matches the HTTP/2 frame size: one TCP read can fill one DATA frame (Lessons 2). In practice a
-# StreamReader with asyncio's default 64 KiB limit hands over at most about twice that per read;
-# raising the limit to 1 MiB was measured slower (bench/hbone_bench.py: 150-180 against 230-300
-# MB/s), as larger writes pipeline worse between the two proxy processes.
-CHUNK_SIZE = 1 << 20
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
@@ -36,70 +31,142 @@ class SpliceResult:
     error: BaseException | None = None
 
 
-async def splice(
-    stream: HboneStream,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    *,
-    chunk_size: int = CHUNK_SIZE,
-) -> SpliceResult:
-    """Relay until both directions ended; close the TCP side and return the byte counts.
+async def splice(stream: HboneStream, sock: socket.socket) -> SpliceResult:
+    """Relay between `stream` and the connected TCP socket `sock` until both directions ended;
+    close the socket and return the byte counts.
 
     An error on either side aborts both: the stream with RST_STREAM(CONNECT_ERROR), the TCP
     connection with RST. Cancellation aborts both too, then propagates.
     """
-    counts = [0, 0]
-    up = asyncio.ensure_future(_tcp_to_stream(stream, reader, counts, chunk_size))
-    down = asyncio.ensure_future(_stream_to_tcp(stream, writer, counts))
-    error: BaseException | None = None
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[SpliceResult] = loop.create_future()
+    _, pipe = await loop.connect_accepted_socket(lambda: _Pipe(stream, finished), sock)
     try:
-        done, pending = await asyncio.wait((up, down), return_when=asyncio.FIRST_EXCEPTION)
+        return await finished
     except asyncio.CancelledError:
-        up.cancel()
-        down.cancel()
-        _abort(stream, writer)
+        pipe.abort(None)
         raise
-    for task in done:
-        if task.exception() is not None:
-            error = error or task.exception()
-    if error is not None:
-        for task in pending:
-            task.cancel()
-        _abort(stream, writer)
-    writer.close()
-    with suppress(OSError, HboneError):
-        await writer.wait_closed()
-    return SpliceResult(counts[0], counts[1], error)
 
 
-async def _tcp_to_stream(stream: HboneStream, reader: asyncio.StreamReader, counts: list[int], chunk_size: int) -> None:
-    while True:
-        data = await reader.read(chunk_size)
-        if not data:
-            stream.close_write()  # the TCP FIN becomes END_STREAM
+class _Pipe(asyncio.Protocol):
+    """Both directions as callbacks, no task per direction: TCP reads go straight into the
+    stream (reading pauses while the stream is backed up), stream DATA straight into the socket
+    (its window is given back only once the socket took it, so a slow reader slows the sender,
+    not the proxy's memory)."""
+
+    def __init__(self, stream: HboneStream, finished: asyncio.Future[SpliceResult]) -> None:
+        self._stream = stream
+        self._finished = finished
+        self._transport: asyncio.Transport | None = None
+        self._to_stream = 0
+        self._from_stream = 0
+        self._tcp_done = False  # the TCP side's FIN became END_STREAM
+        self._stream_done = False  # END_STREAM became the TCP FIN
+        self._reading_paused = False
+        self._writing_paused = False
+        self._unacknowledged = 0  # bytes written to the socket while it was backed up
+
+    # -- the TCP side ----------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+        self._stream.attach(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._to_stream += len(data)
+        try:
+            more = self._stream.send(data)
+        except HboneError as e:
+            self.abort(e)
             return
-        counts[0] += len(data)
-        await stream.write(data)
+        if not more and not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()  # type: ignore[union-attr]
 
+    def eof_received(self) -> bool:
+        self._tcp_done = True
+        self._stream.close_write()  # the TCP FIN becomes END_STREAM
+        self._maybe_finish()
+        return True  # keep the socket open for the other direction
 
-async def _stream_to_tcp(stream: HboneStream, writer: asyncio.StreamWriter, counts: list[int]) -> None:
-    while True:
-        data = await stream.read()
-        if not data:
-            if writer.can_write_eof():
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        owed, self._unacknowledged = self._unacknowledged, 0
+        if owed:
+            self._stream.acknowledge(owed)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._finished.done():  # not closed by _finish: the TCP side failed
+            self.abort(exc or ConnectionResetError("the TCP connection closed before the tunnel ended"))
+
+    # -- the stream side (StreamSink) --------------------------------------------------------------
+
+    def stream_data(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        self._from_stream += len(data)
+        if self._writing_paused:
+            self._unacknowledged += len(data)
+        else:
+            self._stream.acknowledge(len(data))
+
+    def stream_eof(self) -> None:
+        self._stream_done = True
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            with suppress(OSError):
+                transport.write_eof()  # END_STREAM becomes the TCP FIN
+        self._maybe_finish()
+
+    def stream_error(self, error: HboneError) -> None:
+        self.abort(error)
+
+    def stream_writable(self) -> None:
+        if self._reading_paused and self._transport is not None and not self._transport.is_closing():
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    # -- ending ----------------------------------------------------------------------------------
+
+    def abort(self, error: BaseException | None) -> None:
+        """Abort both sides: RST_STREAM(CONNECT_ERROR) and a TCP RST (RFC 9113 §8.5)."""
+        self._stream.reset(ErrorCodes.CONNECT_ERROR)
+        transport = self._transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
                 with suppress(OSError):
-                    writer.write_eof()  # END_STREAM becomes the TCP FIN
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            transport.abort()
+        if error is not None:
+            self._finish(error)
+
+    def _maybe_finish(self) -> None:
+        if self._tcp_done and self._stream_done:
+            self._finish(None)
+
+    def _finish(self, error: BaseException | None) -> None:
+        if self._finished.done():
             return
-        writer.write(data)
-        counts[1] += len(data)
-        await writer.drain()
+        if error is None and self._transport is not None:
+            self._transport.close()
+        self._finished.set_result(SpliceResult(self._to_stream, self._from_stream, error))
 
 
-def _abort(stream: HboneStream, writer: asyncio.StreamWriter) -> None:
-    """Abort both sides: RST_STREAM(CONNECT_ERROR) and a TCP RST (RFC 9113 §8.5)."""
-    stream.reset(ErrorCodes.CONNECT_ERROR)
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    writer.transport.abort()
+async def open_tcp(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket to `host:port`, ready for `splice` (OSError if not)."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, (host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock

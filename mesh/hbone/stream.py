@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from h2.errors import ErrorCodes
 
@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 # A writer waits once this much is queued behind closed flow-control windows: enough to fill
 # the next window the peer opens at once, small enough to bound memory per stream.
 WRITE_HIGH_WATER = 1 << 20
+
+
+class StreamSink(Protocol):
+    """Takes a stream's events as they happen instead of through `read()` (splice.py's relay):
+    no task waits per direction, so a tunnel costs a few objects, not a few coroutines."""
+
+    def stream_data(self, data: bytes) -> None: ...  # call `acknowledge(len(data))` once drained
+    def stream_eof(self) -> None: ...
+    def stream_error(self, error: HboneError) -> None: ...
+    def stream_writable(self) -> None: ...
 
 
 class HboneStream:
@@ -41,7 +51,7 @@ class HboneStream:
         self.response_headers: Headers = ()
         self.bytes_sent = 0
         self.bytes_received = 0
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes] | None = None  # made on the first unread DATA (sinks need none)
         self._eof = False
         self._error: HboneError | None = None
         self._readable: asyncio.Future[None] | None = None
@@ -51,6 +61,7 @@ class HboneStream:
         self._answer.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._closed = False
         self._close_callbacks: list[Callable[[HboneStream], None]] = []
+        self._sink: StreamSink | None = None
 
     def __repr__(self) -> str:
         return f"<HboneStream {self.stream_id} {self.authority} peer={self.peer_identity}>"
@@ -126,6 +137,34 @@ class HboneStream:
             if self._error is not None:
                 raise self._error
 
+    def attach(self, sink: StreamSink) -> None:
+        """From now on hand every event to `sink` (what already arrived first); `read()` and
+        `write()` are then not to be used."""
+        self._sink = sink
+        while self._chunks:
+            sink.stream_data(self._chunks.popleft())
+        if self._error is not None:
+            sink.stream_error(self._error)
+        elif self._eof:
+            sink.stream_eof()
+
+    def acknowledge(self, size: int) -> None:
+        """A sink drained `size` bytes: only now does the peer get that window back."""
+        self._link.core.acknowledge(self.stream_id, size)
+        self._link.flush()
+
+    def send(self, data: bytes | memoryview) -> bool:
+        """Send `data` without waiting; False once the writer should pause until the sink's
+        `stream_writable()` (too much queued behind flow control, or the socket backed up).
+        `StreamResetError` if the stream was aborted."""
+        if self._error is not None:
+            raise self._error
+        link = self._link
+        link.guard(link.core.send_data, self.stream_id, data)
+        link.flush()
+        self.bytes_sent += len(data)
+        return not (link.write_paused or link.core.buffered(self.stream_id) > WRITE_HIGH_WATER)
+
     def close_write(self) -> None:
         """Half-close: END_STREAM after what is queued (the tunnelled TCP FIN). Reading goes on."""
         if self._error is None and not self._closed:
@@ -166,18 +205,29 @@ class HboneStream:
                 self._answer.set_exception(StreamRefused(status, self.authority))
 
     def _on_data(self, data: bytes) -> None:
-        self._chunks.append(data)
         self.bytes_received += len(data)
+        if self._sink is not None:
+            self._sink.stream_data(data)
+            return
+        if self._chunks is None:
+            self._chunks = deque()
+        self._chunks.append(data)
         self._wake_reader()
 
     def _on_eof(self) -> None:
         self._eof = True
+        if self._sink is not None:
+            self._sink.stream_eof()
+            return
         self._wake_reader()
 
     def _on_reset(self, error_code: int, remote: bool, detail: str = "") -> None:
         self._fail(StreamResetError(error_code, remote, detail))
 
     def _on_writable(self) -> None:
+        if self._sink is not None:
+            self._sink.stream_writable()
+            return
         waiter, self._writable = self._writable, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -195,10 +245,15 @@ class HboneStream:
             callback(self)
 
     def _fail(self, error: HboneError) -> None:
-        if self._error is None:
+        first = self._error is None
+        if first:
             self._error = error
         if not self._answer.done():
             self._answer.set_exception(error)
+        if self._sink is not None:
+            if first:
+                self._sink.stream_error(error)
+            return
         self._wake_reader()
         self._on_writable()
 

@@ -61,7 +61,8 @@ class StreamState:
     def __init__(self, stream_id: int, phase: Phase, send_window: int = 65_535, receive_window: int = 65_535) -> None:
         self.stream_id = stream_id
         self.phase = phase
-        self.outbox: deque[bytes | memoryview] = deque()
+        # A deque only while data waits: an empty deque is 600 bytes, times every open tunnel.
+        self.outbox: deque[bytes | memoryview] | tuple[()] = ()
         self.queued = 0  # bytes in outbox
         self.end_queued = False  # END_STREAM goes out after the outbox
         self.local_ended = False  # END_STREAM sent
@@ -79,11 +80,16 @@ class StreamState:
             outbox[0] = view[limit:]
             return view[:limit]
         outbox.popleft()
-        if not outbox or len(head) + len(outbox[0]) > limit:
+        if not outbox:
+            self.outbox = ()
+            return head
+        if len(head) + len(outbox[0]) > limit:
             return head
         parts, size = [head], len(head)
         while outbox and size + len(outbox[0]) <= limit:
             part = outbox.popleft()
             parts.append(part)
             size += len(part)
+        if not outbox:
+            self.outbox = ()
         return b"".join(parts)

@@ -40,7 +40,7 @@ from dataplane.waypoint.proxy.downstream_h1 import serve_h1
 from dataplane.waypoint.proxy.downstream_h2 import PREFACE, H2Server
 from dataplane.waypoint.proxy.messages import HttpRequest, HttpResponse
 from dataplane.waypoint.proxy.server import sniff
-from mesh.hbone import HboneServer, splice
+from mesh.hbone import HboneServer, open_tcp, splice
 from mesh.identity import Identity
 
 PORT = 80
@@ -301,8 +301,7 @@ class Backends:
         stream.accept()
         ip = stream.local_address[0]
         if ip == GRPC_IP:  # the grpcio server speaks for this address
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.grpc_port)
-            await splice(stream, reader, writer)
+            await splice(stream, await open_tcp("127.0.0.1", self.grpc_port))
             return
         tunnel = HboneBytes(stream)
 

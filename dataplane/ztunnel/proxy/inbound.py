@@ -218,9 +218,8 @@ class Inbound:
             stream.reject(target.status)
             return
         stream.accept()
-        reader, writer = await asyncio.open_connection(sock=upstream)
         self._tracker.opened(record)
-        result = await splice(stream, reader, writer)
+        result = await splice(stream, upstream)
         error = f"{type(result.error).__name__}: {result.error}" if result.error else ""
         self._tracker.closed(record, result.from_stream, result.to_stream, error, "CONNECT" if error else "-")
 

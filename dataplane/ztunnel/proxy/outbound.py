@@ -126,9 +126,8 @@ class Outbound:
             self._tracker.refused(record, f"{type(e).__name__}: {e}", flag)
             reset_socket(conn)
             return
-        reader, writer = await asyncio.open_connection(sock=conn)
         self._tracker.opened(record)
-        result = await splice(stream, reader, writer)
+        result = await splice(stream, conn)
         error = f"{type(result.error).__name__}: {result.error}" if result.error else ""
         self._tracker.closed(record, result.to_stream, result.from_stream, error, "CONNECT" if error else "-")
 

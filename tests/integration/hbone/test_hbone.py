@@ -30,6 +30,7 @@ from mesh.hbone import (
     StreamRefused,
     StreamResetError,
     TlsError,
+    open_tcp,
     parse_authority,
     splice,
 )
@@ -119,12 +120,12 @@ def relay_handler(relays: list[SpliceResult]):  # type: ignore[no-untyped-def]
             stream.reject(401)
             return
         try:
-            reader, writer = await asyncio.open_connection(host, port)
+            upstream = await open_tcp(host, port)
         except OSError:
             stream.reject(503)
             return
         stream.accept()
-        relays.append(await splice(stream, reader, writer))
+        relays.append(await splice(stream, upstream))
 
     return handle
 

@@ -1,0 +1,51 @@
+"""What a proxy's memory is made of, for `:15000/debug/memory` (ztunnel and the waypoint).
+
+Istio's ztunnel serves a heap profile on its admin port; this is the Python equivalent: the
+resident set from /proc, the live objects the garbage collector tracks counted by type, and,
+when the process was started with `PYTHONTRACEMALLOC=1`, the source lines holding the most
+memory. Reading it walks every object once, so it is for diagnosis, not for scraping.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+TOP = 25
+
+
+def resident_kb() -> dict[str, int]:
+    """VmRSS and its parts (anonymous, file-backed) from /proc/self/status, in kB."""
+    wanted = {"VmRSS", "RssAnon", "RssFile", "VmHWM"}
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in wanted:
+            out[key] = int(value.split()[0])
+    return out
+
+
+def objects_by_type(limit: int = TOP) -> list[tuple[str, int]]:
+    """The most numerous object types among those the garbage collector tracks."""
+    counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    return counts.most_common(limit)
+
+
+def traced_lines(limit: int = TOP) -> list[dict[str, Any]]:
+    """The source lines holding the most memory (empty unless tracemalloc is tracing)."""
+    if not tracemalloc.is_tracing():
+        return []
+    stats = tracemalloc.take_snapshot().statistics("lineno")[:limit]
+    return [{"where": str(s.traceback), "kb": round(s.size / 1024, 1), "blocks": s.count} for s in stats]
+
+
+def memory_report() -> dict[str, Any]:
+    """The whole report (see the module docstring)."""
+    return {
+        "resident_kb": resident_kb(),
+        "gc_objects": dict(objects_by_type()),
+        "traced": traced_lines() if tracemalloc.is_tracing() else "start with PYTHONTRACEMALLOC=1 to see lines",
+    }
