@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger("mesh.heap")
@@ -20,9 +19,8 @@ TRIM_INTERVAL = 10.0  # seconds
 
 
 def _libc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
+    try:  # the process's own symbols include libc's (ctypes.util would import shutil and tempfile)
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
 

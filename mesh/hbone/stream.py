@@ -58,7 +58,7 @@ class HboneStream:
         self._writable: asyncio.Future[None] | None = None
         self._answer: asyncio.Future[None] = link.loop.create_future()
         # Server streams never await their answer: mark a failure retrieved, so no warning.
-        self._answer.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._answer.add_done_callback(_retrieve)
         self._closed = False
         self._close_callbacks: list[Callable[[HboneStream], None]] = []
         self._sink: StreamSink | None = None
@@ -261,6 +261,11 @@ class HboneStream:
         waiter, self._readable = self._readable, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+def _retrieve(answer: asyncio.Future[None]) -> None:
+    if not answer.cancelled():
+        answer.exception()
 
 
 def map_protocol_error(stream_id: int, error: HboneProtocolError) -> HboneError:
