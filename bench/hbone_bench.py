@@ -211,6 +211,27 @@ async def measure(ports: dict[str, int], seconds: float) -> dict[str, float]:
     }
 
 
+async def hold_open(port: int, count: int, pids: list[int]) -> dict[str, list[float]]:
+    """Each proxy's RSS before and with `count` tunnels open (one 1-byte round trip each)."""
+    before = [rss_kb(pid) for pid in pids]
+    held = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection(HOST, port)
+        writer.write(b"x")
+        await reader.readexactly(1)
+        held.append(writer)
+    await asyncio.sleep(0.5)
+    loaded = [rss_kb(pid) for pid in pids]
+    for writer in held:
+        writer.close()
+    return {"before_kb": before, "open_kb": loaded}
+
+
+def rss_kb(pid: int) -> int:
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
+    return int(line.split()[1])
+
+
 # -- orchestration ----------------------------------------------------------------------------
 
 
@@ -234,7 +255,9 @@ def spawn(args: list[str], procs: list[subprocess.Popen[str]]) -> dict[str, int]
     return json.loads(line)
 
 
-def report(direct: dict[str, float], mesh: dict[str, float], loop: str) -> None:
+def report(
+    direct: dict[str, float], mesh: dict[str, float], loop: str, held: dict[str, list[float]], count: int
+) -> None:
     print(f"\nHBONE over loopback ({loop}; client proxy -> mTLS + HTTP/2 CONNECT -> server proxy -> app)")
     print(f"{'metric':<26}{'direct':>12}{'hbone':>12}{'ratio':>10}")
     rows = [
@@ -247,12 +270,18 @@ def report(direct: dict[str, float], mesh: dict[str, float], loop: str) -> None:
         ratio = mesh[key] / direct[key] if direct[key] else 0.0
         print(f"{label:<26}{fmt.format(direct[key]):>12}{fmt.format(mesh[key]):>12}{ratio:>9.2f}x")
     print(f"added p50 latency: {mesh['p50'] - direct['p50']:.0f} us")
+    if count:
+        for i, name in enumerate(("client proxy", "server proxy")):
+            before, loaded = held["before_kb"][i] / 1024, held["open_kb"][i] / 1024
+            per = (loaded - before) * 1024 / count
+            print(f"{name} RSS: {before:.1f} MB, {loaded:.1f} MB with {count} tunnels open ({per:.1f} KB each)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
+    parser.add_argument("--open", type=int, default=1000, help="tunnels held open for the proxies' RSS figure")
     parser.add_argument("--role", choices=["app", "server", "client"], help=argparse.SUPPRESS)
     parser.add_argument("--certs", help=argparse.SUPPRESS)
     parser.add_argument("--hbone-port", type=int, help=argparse.SUPPRESS)
@@ -266,10 +295,10 @@ def main() -> None:
     elif args.role == "client":
         asyncio.run(run_client_proxy(Path(args.certs), args.hbone_port, json.loads(args.targets)))
     else:
-        orchestrate(args.seconds, args.loop)
+        orchestrate(args.seconds, args.loop, args.open)
 
 
-def orchestrate(seconds: float, loop: str) -> None:
+def orchestrate(seconds: float, loop: str, count: int) -> None:
     procs: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         certs = Path(tmp)
@@ -282,12 +311,14 @@ def orchestrate(seconds: float, loop: str) -> None:
             via = spawn(["--role", "client", *common, "--hbone-port", str(hbone), "--targets", json.dumps(app)], procs)
             direct = asyncio.run(measure(app, seconds))
             mesh = asyncio.run(measure(via, seconds))
+            pids = [procs[2].pid, procs[1].pid]
+            held = asyncio.run(hold_open(via["echo"], count, pids)) if count else {}
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=10)
-    report(direct, mesh, loop)
+    report(direct, mesh, loop, held, count)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ is a valid SPIFFE ID (SPIFFE-ID §2.2) but not a mesh workload identity, so `par
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from mesh.names import dns1123_label_error, dns1123_subdomain_error
 
@@ -70,7 +70,16 @@ class Identity:
         The scheme is matched case-sensitively and nothing else (port, user info, query,
         fragment, percent-encoding, trailing slash) is tolerated, as in go-spiffe's parser: two
         spellings of one identity would let a policy written for one miss the other.
+
+        Proxies parse the peer's identity on every connection: the answers for the last few
+        thousand URIs are kept (identities are immutable; refusals are not kept).
         """
+        if cls is Identity and isinstance(uri, str):
+            return _parse_cached(uri)
+        return cls._parse(uri)
+
+    @classmethod
+    def _parse(cls, uri: str) -> Identity:
         if not isinstance(uri, str):
             raise IdentityError(f"a SPIFFE ID is a string, not {type(uri).__name__}")
         if not uri.startswith(_SCHEME):
@@ -83,3 +92,8 @@ class Identity:
             return cls(trust_domain, namespace, service_account)
         except IdentityError as e:
             raise IdentityError(f"{uri!r}: {e}") from None
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(uri: str) -> Identity:
+    return Identity._parse(uri)

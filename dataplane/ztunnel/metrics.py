@@ -66,7 +66,7 @@ def _workload_labels(prefix: str, workload: Workload | None, principal: str | No
     }
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Peers:
     """Who a connection is between, as telemetry names them."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ..metrics import Metrics, Peers, access_log, traffic_labels
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, kw_only=True, slots=True)  # one per open connection: no __dict__
 class ConnectionRecord:
     """One proxied connection. `local`/`remote` are the addresses of the captured socket as seen
     from the pod; `target` is where it goes (outbound) or the application address (inbound)."""

@@ -18,7 +18,7 @@ import logging
 import socket
 
 from mesh.certs.certificate import CertificateError
-from mesh.hbone import HboneClient, HboneError, Pool, PoolKey, splice
+from mesh.hbone import HboneClient, HboneError, HboneStream, Pool, PoolKey, splice
 
 from ..identity import TlsContexts
 from ..inpod import sockets
@@ -78,7 +78,15 @@ class Outbound:
             self._tracker.refused(record, decision.reason, "DENY")
             reset_socket(conn)
         elif decision.route is Route.HBONE:
-            await self._hbone(pod, conn, decision, record, client)
+            stream = await self._open_hbone(pod, conn, decision, record, client)
+            if stream is None:
+                return
+            # The tunnel may stay open for hours: keep only what its end needs alive in this frame.
+            del decision, source
+            self._tracker.opened(record)
+            result = await splice(stream, conn)
+            error = f"{type(result.error).__name__}: {result.error}" if result.error else ""
+            self._tracker.closed(record, result.to_stream, result.from_stream, error, "CONNECT" if error else "-")
         else:
             await self._passthrough(pod, conn, decision, record)
 
@@ -110,9 +118,11 @@ class Outbound:
             decision=decision.reason,
         )
 
-    async def _hbone(
+    async def _open_hbone(
         self, pod: PodProxy, conn: socket.socket, decision: Decision, record: ConnectionRecord, client: tuple[str, int]
-    ) -> None:
+    ) -> HboneStream | None:
+        """The tunnel's stream from the pod's pool; None (the client reset, the failure recorded)
+        if it cannot be opened."""
         assert decision.source is not None and decision.connect_to is not None and decision.authority is not None
         assert pod.pool is not None
         ip, port = decision.connect_to
@@ -125,11 +135,8 @@ class Outbound:
             log.info("outbound HBONE failed", extra={"pod": pod.name, "to": record.hbone_target, "error": str(e)})
             self._tracker.refused(record, f"{type(e).__name__}: {e}", flag)
             reset_socket(conn)
-            return
-        self._tracker.opened(record)
-        result = await splice(stream, conn)
-        error = f"{type(result.error).__name__}: {result.error}" if result.error else ""
-        self._tracker.closed(record, result.to_stream, result.from_stream, error, "CONNECT" if error else "-")
+            return None
+        return stream
 
     async def _passthrough(
         self, pod: PodProxy, conn: socket.socket, decision: Decision, record: ConnectionRecord
