@@ -18,18 +18,18 @@ async def _get(port: int, path: str) -> tuple[int, dict]:
     return int(head.split()[1]), json.loads(body)
 
 
-class _Marker:
+class _MemoryReportMarker:
     """A type only this test makes, so its count in the report is known."""
 
 
 async def test_the_memory_report_counts_live_objects_and_traces_when_asked() -> None:
     server = await serve("127.0.0.1", 0, admin_routes("ztunnel", dict, lambda: None))
     port = server.sockets[0].getsockname()[1]
-    markers = [_Marker() for _ in range(3000)]
+    markers = [_MemoryReportMarker() for _ in range(50_000)]  # enough to be among the top types
     try:
         status, report = await _get(port, "/debug/memory")
         assert status == 200 and report["resident_kb"]["VmRSS"] > 1000
-        assert report["gc_objects"]["_Marker"] == 3000 and isinstance(report["traced"], str)
+        assert report["gc_objects"]["_MemoryReportMarker"] == 50_000 and isinstance(report["traced"], str)
         tracemalloc.start()
         try:
             blob = [bytearray(1 << 20) for _ in range(4)]  # 4 MiB from this line
