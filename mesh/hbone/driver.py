@@ -15,6 +15,7 @@ withholds its stream's WINDOW_UPDATE (see HboneStream.read).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -274,7 +275,7 @@ class HboneServer:
             conn.close()
             return
         set_keepalive(conn)
-        link = Link(ServerConnection(), lambda stream: self._spawn(self._serve(stream)))
+        link = Link(ServerConnection(), self._serve)
         try:
             await loop.connect_accepted_socket(
                 lambda: link, conn, ssl=context, ssl_handshake_timeout=self._handshake_timeout
@@ -291,11 +292,20 @@ class HboneServer:
         link.lost.add_done_callback(lambda _: self._links.discard(link))
         link.start(identity)
 
-    async def _serve(self, stream: HboneStream) -> None:
-        try:
-            await self._handler(stream)
-        except Exception:
-            log.exception("hbone: handler failed for %r", stream)
+    def _serve(self, stream: HboneStream) -> None:
+        """Run the handler for a new stream; a done callback, not a wrapping coroutine, deals
+        with its end (one frame less held for every open tunnel)."""
+        task = asyncio.ensure_future(self._handler(stream))
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._served, stream))
+
+    def _served(self, stream: HboneStream, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("hbone: handler failed for %r", stream, exc_info=error)
             stream.reset(ErrorCodes.INTERNAL_ERROR)
             return
         if stream.status is None and not stream.closed:

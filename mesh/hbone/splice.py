@@ -54,6 +54,19 @@ class _Pipe(asyncio.Protocol):
     (its window is given back only once the socket took it, so a slow reader slows the sender,
     not the proxy's memory)."""
 
+    __slots__ = (
+        "_finished",
+        "_from_stream",
+        "_reading_paused",
+        "_stream",
+        "_stream_done",
+        "_tcp_done",
+        "_to_stream",
+        "_transport",
+        "_unacknowledged",
+        "_writing_paused",
+    )
+
     def __init__(self, stream: HboneStream, finished: asyncio.Future[SpliceResult]) -> None:
         self._stream = stream
         self._finished = finished

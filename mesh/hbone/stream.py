@@ -42,6 +42,27 @@ class HboneStream:
     `bytes_sent` and `bytes_received` count payload bytes for L4 telemetry.
     """
 
+    # One per open tunnel, so no per-instance dict.
+    __slots__ = (
+        "_answer",
+        "_chunks",
+        "_close_callbacks",
+        "_closed",
+        "_eof",
+        "_error",
+        "_link",
+        "_readable",
+        "_sink",
+        "_writable",
+        "authority",
+        "bytes_received",
+        "bytes_sent",
+        "request_headers",
+        "response_headers",
+        "status",
+        "stream_id",
+    )
+
     def __init__(self, link: Link, stream_id: int, authority: str, headers: Headers) -> None:
         self._link = link
         self.stream_id = stream_id
