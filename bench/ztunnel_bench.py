@@ -323,6 +323,8 @@ async def run(state: Path, args: argparse.Namespace) -> None:
         paths = setup(client)
         pids = ztunnel_pids(state)
         figures = await measure(paths, args, pids) if not args.memory_only else {}
+        if figures:
+            await asyncio.sleep(12)  # idle: after ztunnel's heap trim (every 10 s, mesh/heap.py) ran once
         idle_rss = [rss_mb(pid) for pid in pids]
         if args.pods:
             extra_pods(client, args.pods)
