@@ -77,6 +77,9 @@ def _node_token(args: argparse.Namespace, state: Path) -> str | None:
     from . import nodes
 
     token_file = Path(args.token_file) if args.token_file else nodes.token_path(state, args.node)
+    cluster_token = state / "nodes" / args.node / "token"  # a `meshctl cluster up` node's own
+    if not args.token_file and not token_file.exists() and cluster_token.exists():
+        token_file = cluster_token
     if not token_file.exists():
         print(
             f"meshctl: {token_file} not found (register the node with: meshctl node create {args.node})",
@@ -84,6 +87,22 @@ def _node_token(args: argparse.Namespace, state: Path) -> str | None:
         )
         return None
     return token_file.read_text().strip()
+
+
+def _node_address(args: argparse.Namespace, state: Path, key: str, given: str | None, fallback: str) -> str:
+    """An address flag's value: as given, else the node's node.json (a `meshctl cluster up` node
+    knows where its control plane is), else `fallback`."""
+    if given:
+        return given
+    import json
+
+    info = state / "nodes" / args.node / "node.json"
+    if info.exists():
+        try:
+            return str(json.loads(info.read_text())[key])
+        except (OSError, ValueError, KeyError):
+            pass
+    return fallback
 
 
 def _cmd_cert(args: argparse.Namespace) -> int:
@@ -94,7 +113,8 @@ def _cmd_cert(args: argparse.Namespace) -> int:
     if token is None:
         return 1
     roots = None if args.plaintext else cert.roots_from(state)
-    report = cert.request(args.ca, roots, token, args.identity, args.ttl)
+    ca = _node_address(args, state, "ca", args.ca, "127.0.0.1:15012")
+    report = cert.request(ca, roots, token, args.identity, args.ttl)
     print(f"{args.node} asks for {args.identity}: {report}")
     return 0 if report.startswith("issued") else 3
 
@@ -123,10 +143,11 @@ def _cmd_xds_config(args: argparse.Namespace) -> int:
     if token is None:
         return 1
     roots = None if args.plaintext else cert.roots_from(state)
+    address = _node_address(args, state, "xds", args.xds, "127.0.0.1:15010")
     try:
-        client = asyncio.run(xds.fetch(args.xds, roots, token))
+        client = asyncio.run(xds.fetch(address, roots, token))
     except Exception as e:
-        print(f"meshctl: mesh-xds at {args.xds} did not answer: {e}", file=sys.stderr)
+        print(f"meshctl: mesh-xds at {address} did not answer: {e or type(e).__name__}", file=sys.stderr)
         return 1
     print(xds.render(client))
     return 0
@@ -235,7 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--node", required=True, help="the node whose token to use")
     cert.add_argument("--identity", required=True, help="spiffe://cluster.local/ns/NS/sa/SA")
     cert.add_argument("--token-file", help="the node's token (default {state-dir}/nodes/NODE.token)")
-    cert.add_argument("--ca", default=os.environ.get("MESH_CA", "127.0.0.1:15012"), help="mesh-ca's address")
+    cert.add_argument(
+        "--ca",
+        default=os.environ.get("MESH_CA"),
+        help="mesh-ca's address (default: the node's node.json, else 127.0.0.1:15012)",
+    )
     cert.add_argument("--state-dir", help="state directory holding root-cert.pem (env MESH_STATE_DIR)")
     cert.add_argument("--ttl", type=int, default=3600)
     cert.add_argument("--plaintext", action="store_true", help="the CA serves without TLS")
@@ -245,7 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     xc.add_argument("--node", required=True, help="the node whose token to use")
     xc.add_argument("--token-file", help="the node's token (default {state-dir}/nodes/NODE.token)")
-    xc.add_argument("--xds", default=os.environ.get("MESH_XDS", "127.0.0.1:15010"), help="mesh-xds's address")
+    xc.add_argument(
+        "--xds",
+        default=os.environ.get("MESH_XDS"),
+        help="mesh-xds's address (default: the node's node.json, else 127.0.0.1:15010)",
+    )
     xc.add_argument("--state-dir", help="state directory holding root-cert.pem (env MESH_STATE_DIR)")
     xc.add_argument("--plaintext", action="store_true", help="mesh-xds serves without TLS")
     xc.set_defaults(func=_cmd_xds_config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from typing import Any
 
@@ -44,9 +45,19 @@ async def fetch(address: str, roots: bytes | None, token: str, timeout: float = 
     client.watch(AUTHZ)
     task = asyncio.create_task(client.run_once())
     try:
-        await client.wait_for(lambda: client.types[ADDRESS].acked > 0 and client.types[AUTHZ].acked > 0, timeout)
+        synced = asyncio.ensure_future(
+            client.wait_for(lambda: client.types[ADDRESS].acked > 0 and client.types[AUTHZ].acked > 0, timeout)
+        )
+        await asyncio.wait((synced, task), return_when=asyncio.FIRST_COMPLETED)
+        if not synced.done():  # the stream ended first: its error says why (RpcError)
+            synced.cancel()
+            task.result()
+            raise ConnectionError("mesh-xds ended the stream before sending both types")
+        synced.result()
     finally:
         task.cancel()
+        with contextlib.suppress(BaseException):
+            await task  # ended before the channel closes, so no failure is left unretrieved
         channel.close()
     return client
 
