@@ -12,7 +12,7 @@ from .driver import HboneClient, HboneServer
 from .errors import ConnectionClosedError, HboneError, IdentityMismatch, StreamRefused, StreamResetError, TlsError
 from .headers import baggage_header, format_authority, forwarded_header, parse_authority
 from .pool import Pool, PoolKey
-from .splice import SpliceResult, open_tcp, splice
+from .splice import SpliceResult, Tunnel, open_tcp, splice, start_splice
 from .stream import HboneStream
 from .tls import ContextsByAddress, client_context, peer_identity, server_context
 
@@ -30,6 +30,7 @@ __all__ = [
     "StreamRefused",
     "StreamResetError",
     "TlsError",
+    "Tunnel",
     "baggage_header",
     "client_context",
     "format_authority",
@@ -39,4 +40,5 @@ __all__ = [
     "peer_identity",
     "server_context",
     "splice",
+    "start_splice",
 ]

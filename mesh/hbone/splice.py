@@ -38,24 +38,32 @@ async def splice(stream: HboneStream, sock: socket.socket) -> SpliceResult:
     An error on either side aborts both: the stream with RST_STREAM(CONNECT_ERROR), the TCP
     connection with RST. Cancellation aborts both too, then propagates.
     """
-    loop = asyncio.get_running_loop()
-    finished: asyncio.Future[SpliceResult] = loop.create_future()
-    _, pipe = await loop.connect_accepted_socket(lambda: _Pipe(stream, finished), sock)
+    tunnel = await start_splice(stream, sock)
     try:
-        return await finished
+        return await asyncio.shield(tunnel.finished)
     except asyncio.CancelledError:
-        pipe.abort(None)
+        tunnel.abort(None)
         raise
 
 
-class _Pipe(asyncio.Protocol):
-    """Both directions as callbacks, no task per direction: TCP reads go straight into the
-    stream (reading pauses while the stream is backed up), stream DATA straight into the socket
-    (its window is given back only once the socket took it, so a slow reader slows the sender,
-    not the proxy's memory)."""
+async def start_splice(stream: HboneStream, sock: socket.socket) -> Tunnel:
+    """Start relaying and return at once: the relay runs on callbacks alone, so a caller that
+    only needs its end (`Tunnel.finished`) holds no task while a tunnel is open (ztunnel: one
+    task and its frames less per connection)."""
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[SpliceResult] = loop.create_future()
+    _, tunnel = await loop.connect_accepted_socket(lambda: Tunnel(stream, finished), sock)
+    return tunnel
+
+
+class Tunnel(asyncio.Protocol):
+    """One relay, both directions as callbacks, no task per direction: TCP reads go straight into
+    the stream (reading pauses while the stream is backed up), stream DATA straight into the
+    socket (its window is given back only once the socket took it, so a slow reader slows the
+    sender, not the proxy's memory). `finished` resolves with the SpliceResult; `cut(error)`
+    aborts both sides and resolves it with `error` (a drain's deadline)."""
 
     __slots__ = (
-        "_finished",
         "_from_stream",
         "_reading_paused",
         "_stream",
@@ -65,11 +73,12 @@ class _Pipe(asyncio.Protocol):
         "_transport",
         "_unacknowledged",
         "_writing_paused",
+        "finished",
     )
 
     def __init__(self, stream: HboneStream, finished: asyncio.Future[SpliceResult]) -> None:
         self._stream = stream
-        self._finished = finished
+        self.finished = finished
         self._transport: asyncio.Transport | None = None
         self._to_stream = 0
         self._from_stream = 0
@@ -112,7 +121,7 @@ class _Pipe(asyncio.Protocol):
             self._stream.acknowledge(owed)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self._finished.done():  # not closed by _finish: the TCP side failed
+        if not self.finished.done():  # not closed by _finish: the TCP side failed
             self.abort(exc or ConnectionResetError("the TCP connection closed before the tunnel ended"))
 
     # -- the stream side (StreamSink) --------------------------------------------------------------
@@ -163,12 +172,17 @@ class _Pipe(asyncio.Protocol):
         if self._tcp_done and self._stream_done:
             self._finish(None)
 
+    def cut(self, error: BaseException) -> None:
+        """End the tunnel now, both sides aborted; `finished` says `error` (if still open)."""
+        if not self.finished.done():
+            self.abort(error)
+
     def _finish(self, error: BaseException | None) -> None:
-        if self._finished.done():
+        if self.finished.done():
             return
         if error is None and self._transport is not None:
             self._transport.close()
-        self._finished.set_result(SpliceResult(self._to_stream, self._from_stream, error))
+        self.finished.set_result(SpliceResult(self._to_stream, self._from_stream, error))
 
 
 async def open_tcp(host: str, port: int) -> socket.socket:

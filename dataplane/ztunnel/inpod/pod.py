@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dataplane.cni.nodeagent.zds_protocol import WorkloadInfo
-from mesh.hbone import HboneServer, Pool
+from mesh.hbone import HboneServer, Pool, Tunnel
 from mesh.identity import Identity
 
 from ..state import StateStore, Workload
@@ -52,6 +52,7 @@ class PodProxy:
         self.pool: Pool | None = None
         self._acceptors: set[asyncio.Task[None]] = set()
         self._connections: set[asyncio.Task[None]] = set()
+        self._tunnels: set[Tunnel] = set()  # open relays: their handlers' tasks have ended
         self.closed = False
 
     @property
@@ -99,6 +100,14 @@ class PodProxy:
             self._connections.add(task)
             task.add_done_callback(functools.partial(self._connection_done, conn))
 
+    def hold(self, tunnel: Tunnel) -> None:
+        """Keep an open tunnel (a relay that runs on callbacks, without a task) for the drain."""
+        self._tunnels.add(tunnel)
+        tunnel.finished.add_done_callback(functools.partial(self._tunnel_done, tunnel))
+
+    def _tunnel_done(self, tunnel: Tunnel, _finished: object) -> None:
+        self._tunnels.discard(tunnel)
+
     def _connection_done(self, conn: socket.socket, task: asyncio.Task[None]) -> None:
         """Whatever a connection's handler raised ends that connection only."""
         self._connections.discard(task)
@@ -135,10 +144,14 @@ class PodProxy:
             waits.append(self.hbone_server.close(grace))
         if self._connections:
             waits.append(asyncio.wait(list(self._connections), timeout=grace))
+        if self._tunnels:
+            waits.append(asyncio.wait([t.finished for t in self._tunnels], timeout=grace))
         if waits:
             await asyncio.gather(*waits, return_exceptions=True)
         for task in list(self._connections):
             task.cancel()
+        for tunnel in list(self._tunnels):
+            tunnel.cut(ConnectionAbortedError("the pod's proxy was released before the tunnel ended"))
         if self.hbone_socket is not None:
             self.hbone_socket.close()  # the server closed it if it ever listened; else it is ours
         if self.pool is not None:

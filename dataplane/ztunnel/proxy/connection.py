@@ -13,6 +13,8 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+from mesh.hbone import SpliceResult
+
 from ..metrics import Metrics, Peers, access_log, traffic_labels
 
 
@@ -74,6 +76,17 @@ class Tracker:
         self._log(record, received, sent, error, flags)
         if not self.open:
             self._idle.set()
+
+    def tunnel_closed(self, record: ConnectionRecord, outbound: bool, finished: asyncio.Future[SpliceResult]) -> None:
+        """Count an HBONE tunnel's end (a done callback of its `Tunnel.finished`): outbound, the
+        source's bytes went into the stream; inbound, they came out of it."""
+        if finished.cancelled():
+            self.closed(record, 0, 0, "cancelled", "CONNECT")
+            return
+        result = finished.result()
+        received, sent = (result.to_stream, result.from_stream) if outbound else (result.from_stream, result.to_stream)
+        error = f"{type(result.error).__name__}: {result.error}" if result.error else ""
+        self.closed(record, received, sent, error, "CONNECT" if error else "-")
 
     def refused(self, record: ConnectionRecord, reason: str, flags: str) -> None:
         """A connection denied or failed before any data flowed: logged and counted as failed."""

@@ -14,11 +14,12 @@ in-pod REDIRECT rule (reference §5), proxied per `state.outbound.decide` (refer
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 
 from mesh.certs.certificate import CertificateError
-from mesh.hbone import HboneClient, HboneError, HboneStream, Pool, PoolKey, splice
+from mesh.hbone import HboneClient, HboneError, HboneStream, Pool, PoolKey, start_splice
 
 from ..identity import TlsContexts
 from ..inpod import sockets
@@ -81,12 +82,11 @@ class Outbound:
             stream = await self._open_hbone(pod, conn, decision, record, client)
             if stream is None:
                 return
-            # The tunnel may stay open for hours: keep only what its end needs alive in this frame.
-            del decision, source
+            # The tunnel may stay open for hours: it runs on callbacks, and this task ends here.
+            tunnel = await start_splice(stream, conn)
             self._tracker.opened(record)
-            result = await splice(stream, conn)
-            error = f"{type(result.error).__name__}: {result.error}" if result.error else ""
-            self._tracker.closed(record, result.to_stream, result.from_stream, error, "CONNECT" if error else "-")
+            pod.hold(tunnel)
+            tunnel.finished.add_done_callback(functools.partial(self._tracker.tunnel_closed, record, True))
         else:
             await self._passthrough(pod, conn, decision, record)
 
