@@ -156,7 +156,10 @@ class Tunnel(asyncio.Protocol):
     # -- ending ----------------------------------------------------------------------------------
 
     def abort(self, error: BaseException | None) -> None:
-        """Abort both sides: RST_STREAM(CONNECT_ERROR) and a TCP RST (RFC 9113 §8.5)."""
+        """Abort both sides: RST_STREAM(CONNECT_ERROR) and a TCP RST (RFC 9113 §8.5). `error`
+        (what ended it first) is the result's, not the reset this causes."""
+        if error is not None:
+            self._finish(error)
         self._stream.reset(ErrorCodes.CONNECT_ERROR)
         transport = self._transport
         if transport is not None:
@@ -165,8 +168,6 @@ class Tunnel(asyncio.Protocol):
                 with suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             transport.abort()
-        if error is not None:
-            self._finish(error)
 
     def _maybe_finish(self) -> None:
         if self._tcp_done and self._stream_done:

@@ -30,9 +30,11 @@ from mesh.hbone import (
     StreamRefused,
     StreamResetError,
     TlsError,
+    Tunnel,
     open_tcp,
     parse_authority,
     splice,
+    start_splice,
 )
 from tests.unit.hbone.pki import Pki
 
@@ -387,3 +389,32 @@ async def test_an_unread_stream_does_not_stall_the_connection(mesh: Mesh) -> Non
     with pytest.raises(StreamResetError):
         await flooding
     client.close()
+
+
+async def test_a_tunnel_without_a_task_can_be_cut_and_reports_what_it_carried(mesh: Mesh, pki: Pki) -> None:
+    """ztunnel's way: the handler starts the tunnel and returns; a drain deadline cuts it."""
+    tunnels: list[Tunnel] = []
+
+    async def handle(stream: HboneStream) -> None:
+        upstream = await open_tcp(HOST, mesh.apps.echo)
+        stream.accept()
+        tunnels.append(await start_splice(stream, upstream))
+
+    server = HboneServer(pki.server("web"), handle, trust_domain="cluster.local")
+    await server.listen(HOST, 0)
+    client = await HboneClient.connect(server.address, mesh.client_ctx, expected_identities={WEB})
+    try:
+        stream = await client.open(f"{HOST}:{mesh.apps.echo}")
+        await stream.write(b"ab")
+        assert await stream.read() == b"ab"  # flowing, with no task left on the server side
+        (tunnel,) = tunnels
+        assert not tunnel.finished.done()
+        tunnel.cut(ConnectionAbortedError("drain deadline"))
+        result = await tunnel.finished
+        assert (result.from_stream, result.to_stream) == (2, 2) and isinstance(result.error, ConnectionAbortedError)
+        with pytest.raises(StreamResetError) as reset:
+            await read_all(stream)
+        assert reset.value.error_code == ErrorCodes.CONNECT_ERROR
+    finally:
+        client.close()
+        await server.close(grace=1.0)
