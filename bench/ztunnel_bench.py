@@ -323,6 +323,14 @@ async def run(state: Path, args: argparse.Namespace) -> None:
         paths = setup(client)
         pids = ztunnel_pids(state)
         figures = await measure(paths, args, pids) if not args.memory_only else {}
+        if args.profile:  # one more paced run on the mesh path, both ztunnels recorded by py-spy
+            import loadgen
+
+            spies = [loadgen.py_spy(pid, args.profile, f"ztunnel-node-{i + 1}") for i, pid in enumerate(pids)]
+            await request_response(paths[1], args.rate, args.profile + 1, pids)
+            for spy in spies:
+                if spy is not None:
+                    spy.wait(timeout=60)
         if figures:
             await asyncio.sleep(12)  # idle: after ztunnel's heap trim (every 10 s, mesh/heap.py) ran once
         idle_rss = [rss_mb(pid) for pid in pids]
@@ -332,6 +340,9 @@ async def run(state: Path, args: argparse.Namespace) -> None:
             while sum(served_pods(n) for n in NODE_IP) < args.pods + 2 and time.monotonic() < deadline:
                 time.sleep(0.5)
         pods_rss = [rss_mb(pid) for pid in pids]
+        if args.memory_report:
+            before = {n: httpx.get(f"http://{ip}:15000/debug/memory", timeout=60).json() for n, ip in NODE_IP.items()}
+            Path(args.memory_report + ".pods").write_text(json.dumps(before, indent=1))
         writers = await hold_open(paths[1], args.open)
         await asyncio.sleep(2)
         loaded = {
@@ -356,6 +367,7 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=100, help="extra enrolled pods for the RSS figure")
     parser.add_argument("--open", type=int, default=1000, help="connections held open for the RSS figure")
     parser.add_argument("--memory-only", action="store_true", help="skip the traffic figures; only the RSS ones")
+    parser.add_argument("--profile", type=float, default=0, help="then py-spy both ztunnels this many seconds, paced")
     parser.add_argument(
         "--memory-report",
         help="write both ztunnels' /debug/memory, loaded, to this file (start the bench with "

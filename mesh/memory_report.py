@@ -48,4 +48,5 @@ def memory_report() -> dict[str, Any]:
         "resident_kb": resident_kb(),
         "gc_objects": dict(objects_by_type()),
         "traced": traced_lines() if tracemalloc.is_tracing() else "start with PYTHONTRACEMALLOC=1 to see lines",
+        "traced_total_kb": tracemalloc.get_traced_memory()[0] // 1024 if tracemalloc.is_tracing() else None,
     }
