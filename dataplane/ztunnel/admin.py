@@ -52,7 +52,11 @@ def config_dump(src: AdminSources) -> dict[str, Any]:
     """The whole dump (see the module docstring)."""
     workloads = src.store.workloads()
     certificates = [
-        certificate_json(CertificateView(status, src.contexts.certificate(status.identity)))
+        # A prefetched identity with no pod of its own here (e.g. a waypoint's) has no TLS
+        # contexts: its certificate is shown from the manager.
+        certificate_json(
+            CertificateView(status, src.contexts.certificate(status.identity) or src.certs.held(status.identity))
+        )
         for status in src.certs.certificates()
     ]
     pods = [

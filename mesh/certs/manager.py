@@ -211,6 +211,11 @@ class CertificateManager:
         """Stop managing `identity` (its last workload left the node): no more refreshes."""
         self._commands.put_nowait(_Forget(identity))
 
+    def held(self, identity: Identity) -> Certificate | None:
+        """The certificate held for `identity` now, if any (no fetch; config_dump shows it)."""
+        slot = self._slots.get(identity)
+        return slot.certificate if slot is not None else None
+
     def certificates(self) -> list[CertificateStatus]:
         """Every managed identity and the state of its certificate, by identity."""
         now = self._clock.now()

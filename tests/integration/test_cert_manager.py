@@ -117,7 +117,12 @@ def test_prefetch_for_the_node_service_accounts(mesh) -> None:
             while {s.state for s in certs.certificates()} != {CertState.AVAILABLE} or len(certs.certificates()) < 3:
                 assert time.monotonic() < deadline, certs.certificates()
                 await asyncio.sleep(0.1)
-            return {s.identity: s.serial for s in certs.certificates()}
+            # What config_dump shows for an identity nobody asked for yet: the prefetched one.
+            held = {identity: certs.held(identity) for identity in accounts}
+            assert all(c is not None for c in held.values())
+            assert certs.held(Identity("cluster.local", "default", "never-asked")) is None
+            return {s.identity: s.serial for s in certs.certificates()}, held
 
-    serials = asyncio.run(scenario())
+    serials, held = asyncio.run(scenario())
     assert set(serials) == set(accounts) and all(serials.values())
+    assert {identity: cert.serial for identity, cert in held.items()} == serials
