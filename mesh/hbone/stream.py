@@ -138,22 +138,15 @@ class HboneStream:
         if 0 < max_bytes < len(chunk):
             self._chunks.appendleft(chunk[max_bytes:])
             chunk = chunk[:max_bytes]
-        # Drained: only now does the peer get window back for it (per-stream back-pressure).
-        self._link.core.acknowledge(self.stream_id, len(chunk))
-        self._link.flush()
+        self.acknowledge(len(chunk))  # drained: only now does the peer get window back for it
         return chunk
 
     async def write(self, data: bytes | memoryview) -> None:
         """Send `data`; waits while too much is queued behind flow control or the connection's
         socket is backed up. `StreamResetError` if the stream was aborted."""
-        if self._error is not None:
-            raise self._error
-        link = self._link
-        link.guard(link.core.send_data, self.stream_id, data)
-        link.flush()
-        self.bytes_sent += len(data)
-        while link.write_paused or link.core.buffered(self.stream_id) > WRITE_HIGH_WATER:
-            self._writable = link.loop.create_future()
+        self.send(data)
+        while self._backed_up():
+            self._writable = self._link.loop.create_future()
             await self._writable
             if self._error is not None:
                 raise self._error
@@ -184,7 +177,11 @@ class HboneStream:
         link.guard(link.core.send_data, self.stream_id, data)
         link.flush()
         self.bytes_sent += len(data)
-        return not (link.write_paused or link.core.buffered(self.stream_id) > WRITE_HIGH_WATER)
+        return not self._backed_up()
+
+    def _backed_up(self) -> bool:
+        """Too much is queued behind flow control, or the connection's socket is backed up."""
+        return self._link.write_paused or self._link.core.buffered(self.stream_id) > WRITE_HIGH_WATER
 
     def close_write(self) -> None:
         """Half-close: END_STREAM after what is queued (the tunnelled TCP FIN). Reading goes on."""
