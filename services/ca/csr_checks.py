@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mesh.identity import Identity, IdentityError
@@ -120,9 +120,32 @@ def _parse(data: bytes) -> x509.CertificateSigningRequest:
     if data[:start].strip() or data[end + len(end_marker) :].strip():
         raise CsrError(Reason.MALFORMED, "text outside the PEM block")
     try:
-        return x509.load_pem_x509_csr(data)
+        csr = x509.load_pem_x509_csr(data)
     except (ValueError, UnsupportedAlgorithm, x509.InvalidVersion) as e:
         raise CsrError(Reason.MALFORMED, f"not a PKCS#10 request: {e}") from None
+    if _signature_unused_bits(csr.public_bytes(serialization.Encoding.DER)) != 0:
+        # The parser tolerates a signature BIT STRING that claims padding bits: the same request
+        # would then have two encodings. Signatures are whole octets (RFC 2986), so refuse it.
+        raise CsrError(Reason.MALFORMED, "the signature is not a whole number of octets")
+    return csr
+
+
+def _tlv(der: bytes, at: int) -> tuple[int, int]:
+    """(where the contents of the DER element at `at` start, where the element ends)."""
+    length, at = der[at + 1], at + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length, at = int.from_bytes(der[at : at + count], "big"), at + count
+    return at, at + length
+
+
+def _signature_unused_bits(der: bytes) -> int:
+    """The unused-bits octet of a parsed request's signature (its outer SEQUENCE's third element)."""
+    at, _ = _tlv(der, 0)  # into CertificationRequest
+    _, at = _tlv(der, at)  # past certificationRequestInfo
+    _, at = _tlv(der, at)  # past signatureAlgorithm
+    contents, _ = _tlv(der, at)  # the signature BIT STRING
+    return der[contents]
 
 
 def _check_key(csr: x509.CertificateSigningRequest) -> LeafPublicKey:

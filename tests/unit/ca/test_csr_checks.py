@@ -389,3 +389,25 @@ def test_any_corrupted_byte_is_refused_cleanly(position: int, flip: int) -> None
 def test_arbitrary_input_is_refused_cleanly(data: bytes | str) -> None:
     with pytest.raises(CsrError):
         check_csr(data, TD)
+
+
+def test_a_signature_claiming_padding_bits_is_refused() -> None:
+    """The parser accepts a signature BIT STRING whose unused-bits octet says 1 when the last
+    octet is even (found by Hypothesis above): one request, two encodings. The CA refuses it."""
+    while True:  # half of all ECDSA signatures end in an even octet
+        der = bytearray(x509.load_pem_x509_csr(csr_pem()).public_bytes(serialization.Encoding.DER))
+        if der[-1] % 2 == 0:
+            break
+    # The signature BIT STRING is the request's last element: tag 03, a length reaching the end.
+    tag = next(k for k in range(len(der) - 80, len(der)) if der[k] == 3 and der[k + 1] == len(der) - k - 2)
+    unused_bits_at = tag + 2
+    assert der[unused_bits_at] == 0
+    der[unused_bits_at] = 1
+    pem = (
+        b"-----BEGIN CERTIFICATE REQUEST-----\n"
+        + base64.encodebytes(bytes(der))
+        + b"-----END CERTIFICATE REQUEST-----\n"
+    )
+    with pytest.raises(CsrError) as refused:
+        check_csr(pem, TD)
+    assert refused.value.reason is Reason.MALFORMED and "whole number of octets" in str(refused.value)
