@@ -44,6 +44,7 @@ from mesh.hbone import (
     splice,
 )
 from mesh.identity import Identity
+from mesh.memory_report import resident_kb
 from services.ca.authority import SigningCA, cert_pem, issue, make_root
 from services.ca.csr_checks import check_csr
 
@@ -228,8 +229,7 @@ async def hold_open(port: int, count: int, pids: list[int]) -> dict[str, list[fl
 
 
 def rss_kb(pid: int) -> int:
-    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmRSS:"))
-    return int(line.split()[1])
+    return resident_kb(pid)["VmRSS"]
 
 
 # -- orchestration ----------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from mesh import netns  # noqa: E402
+from mesh.memory_report import resident_kb  # noqa: E402
 
 BIN = Path(sys.executable).parent
 PODAPP = str(ROOT / "cli" / "sample_app.py")
@@ -204,10 +205,7 @@ def cpu_split(pid: int) -> tuple[float, float]:
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return resident_kb(pid)["VmRSS"] / 1024
 
 
 async def request_response(path: PodPair, rate: float, seconds: float, pids: list[int], conns: int = 4) -> dict:

@@ -24,6 +24,8 @@ from grpclib.config import Configuration
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from h2.exceptions import H2Error
 
+from mesh.plain_settings import host_port
+
 __all__ = ["Channel", "RpcError", "open_channel", "rpc_errors", "tls_context"]
 
 
@@ -52,18 +54,10 @@ def tls_context(roots_pem: bytes, chain_pem: bytes | None = None, key_pem: bytes
     return context
 
 
-def split_address(address: str) -> tuple[str, int]:
-    """`HOST:PORT` or `[v6]:PORT` into its parts; ValueError names the address."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {address!r}")
-    return host.strip("[]"), int(port)
-
-
 def open_channel(address: str, tls: ssl.SSLContext | None, server_name: str | None = None) -> Channel:
     """A channel to `HOST:PORT` (it connects on the first call); plaintext when `tls` is None.
     `server_name` checks the server's certificate for that name instead of the address's host."""
-    host, port = split_address(address)
+    host, port = host_port(address)
     config = Configuration(ssl_target_name_override=server_name) if server_name else None
     return Channel(host, port, ssl=tls, config=config)
 

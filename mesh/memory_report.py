@@ -17,11 +17,11 @@ from typing import Any
 TOP = 25
 
 
-def resident_kb() -> dict[str, int]:
-    """VmRSS and its parts (anonymous, file-backed) from /proc/self/status, in kB."""
+def resident_kb(pid: int | str = "self") -> dict[str, int]:
+    """VmRSS and its parts (anonymous, file-backed) from /proc/PID/status, in kB."""
     wanted = {"VmRSS", "RssAnon", "RssFile", "VmHWM"}
     out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         if key in wanted:
             out[key] = int(value.split()[0])
@@ -35,18 +35,17 @@ def objects_by_type(limit: int = TOP) -> list[tuple[str, int]]:
 
 
 def traced_lines(limit: int = TOP) -> list[dict[str, Any]]:
-    """The source lines holding the most memory (empty unless tracemalloc is tracing)."""
-    if not tracemalloc.is_tracing():
-        return []
+    """The source lines holding the most memory (tracemalloc must be tracing)."""
     stats = tracemalloc.take_snapshot().statistics("lineno")[:limit]
     return [{"where": str(s.traceback), "kb": round(s.size / 1024, 1), "blocks": s.count} for s in stats]
 
 
 def memory_report() -> dict[str, Any]:
     """The whole report (see the module docstring)."""
+    tracing = tracemalloc.is_tracing()
     return {
         "resident_kb": resident_kb(),
         "gc_objects": dict(objects_by_type()),
-        "traced": traced_lines() if tracemalloc.is_tracing() else "start with PYTHONTRACEMALLOC=1 to see lines",
-        "traced_total_kb": tracemalloc.get_traced_memory()[0] // 1024 if tracemalloc.is_tracing() else None,
+        "traced": traced_lines() if tracing else "start with PYTHONTRACEMALLOC=1 to see lines",
+        "traced_total_kb": tracemalloc.get_traced_memory()[0] // 1024 if tracing else None,
     }

@@ -4,6 +4,7 @@ grpclib (mesh/grpc_client.py says why not grpcio)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import struct_pb2
 from grpclib.client import UnaryUnaryMethod
@@ -60,19 +61,19 @@ class CaClient:
         if impersonate is not None:
             metadata.update({IMPERSONATED_IDENTITY: impersonate})
         request = ca_pb2.IstioCertificateRequest(csr=csr_pem, validity_duration=validity_seconds, metadata=metadata)
-        try:
-            with rpc_errors():
-                response = await self._create(
-                    request, metadata={"authorization": f"Bearer {self.token}"}, timeout=timeout
-                )
-        except RpcError as e:
-            raise CaError(e.code, e.details) from None
+        authorization = {"authorization": f"Bearer {self.token}"}
+        response = await _call(self._create, request, metadata=authorization, timeout=timeout)
         return list(response.cert_chain)
 
     async def trust_bundle(self, timeout: float = 10.0) -> list[str]:
-        try:
-            with rpc_errors():
-                response = await self._trust(trust_pb2.TrustBundleRequest(), timeout=timeout)
-        except RpcError as e:
-            raise CaError(e.code, e.details) from None
+        response = await _call(self._trust, trust_pb2.TrustBundleRequest(), timeout=timeout)
         return list(response.roots)
+
+
+async def _call(method: UnaryUnaryMethod, request: Any, **options: Any) -> Any:
+    """One unary call; any failure is a CaError."""
+    try:
+        with rpc_errors():
+            return await method(request, **options)
+    except RpcError as e:
+        raise CaError(e.code, e.details) from None

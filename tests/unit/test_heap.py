@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from mesh import heap
+from mesh.memory_report import resident_kb
 
 
 def _rss_kb() -> int:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
-    return int(line.split()[1])
+    return resident_kb()["VmRSS"]
 
 
 @pytest.mark.skipif(heap._malloc_trim is None, reason="no glibc malloc_trim here")

@@ -9,11 +9,17 @@ connection (identities, addresses, bytes, duration, decision), as ztunnel's acce
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
+import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from mesh.hbone import SpliceResult
+from mesh.hbone import HboneStream, SpliceResult, start_splice
+
+if TYPE_CHECKING:
+    from ..inpod.pod import PodProxy
 
 from ..metrics import Metrics, Peers, access_log, traffic_labels
 
@@ -77,7 +83,18 @@ class Tracker:
         if not self.open:
             self._idle.set()
 
-    def tunnel_closed(self, record: ConnectionRecord, outbound: bool, finished: asyncio.Future[SpliceResult]) -> None:
+    async def start_tunnel(
+        self, pod: PodProxy, record: ConnectionRecord, stream: HboneStream, sock: socket.socket, *, outbound: bool
+    ) -> None:
+        """Relay `stream` and `sock`, count the connection open, leave it to the pod's drain and
+        account its end when it comes. Returns at once: the tunnel runs on callbacks, so no task
+        is held while it is open (it may stay open for hours)."""
+        tunnel = await start_splice(stream, sock)
+        self.opened(record)
+        pod.hold(tunnel)
+        tunnel.finished.add_done_callback(functools.partial(self._tunnel_closed, record, outbound))
+
+    def _tunnel_closed(self, record: ConnectionRecord, outbound: bool, finished: asyncio.Future[SpliceResult]) -> None:
         """Count an HBONE tunnel's end (a done callback of its `Tunnel.finished`): outbound, the
         source's bytes went into the stream; inbound, they came out of it."""
         if finished.cancelled():

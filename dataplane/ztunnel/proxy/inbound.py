@@ -18,13 +18,12 @@ PeerAuthentication (the converted DENY `not_principals: [presence]`) refuses it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
 
-from mesh.hbone import HboneServer, HboneStream, parse_authority, start_splice
+from mesh.hbone import HboneServer, HboneStream, parse_authority
 from mesh.hbone.headers import AuthorityError
 from mesh.identity import Identity, IdentityError
 
@@ -219,11 +218,7 @@ class Inbound:
             stream.reject(target.status)
             return
         stream.accept()
-        # The tunnel may stay open for hours: it runs on callbacks, and this task ends here.
-        tunnel = await start_splice(stream, upstream)
-        self._tracker.opened(record)
-        pod.hold(tunnel)
-        tunnel.finished.add_done_callback(functools.partial(self._tracker.tunnel_closed, record, False))
+        await self._tracker.start_tunnel(pod, record, stream, upstream, outbound=False)
 
     async def handle_plaintext(self, pod: PodProxy, conn: socket.socket) -> None:
         """One plaintext connection captured on 15006: allowed only where policy allows a

@@ -14,12 +14,11 @@ in-pod REDIRECT rule (reference §5), proxied per `state.outbound.decide` (refer
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import socket
 
 from mesh.certs.certificate import CertificateError
-from mesh.hbone import HboneClient, HboneError, HboneStream, Pool, PoolKey, start_splice
+from mesh.hbone import HboneClient, HboneError, HboneStream, Pool, PoolKey
 
 from ..identity import TlsContexts
 from ..inpod import sockets
@@ -82,11 +81,7 @@ class Outbound:
             stream = await self._open_hbone(pod, conn, decision, record, client)
             if stream is None:
                 return
-            # The tunnel may stay open for hours: it runs on callbacks, and this task ends here.
-            tunnel = await start_splice(stream, conn)
-            self._tracker.opened(record)
-            pod.hold(tunnel)
-            tunnel.finished.add_done_callback(functools.partial(self._tracker.tunnel_closed, record, True))
+            await self._tracker.start_tunnel(pod, record, stream, conn, outbound=True)
         else:
             await self._passthrough(pod, conn, decision, record)
 
