@@ -2,7 +2,9 @@
 
 ztunnel uses it for Address and Authorization; tests use it to play many ztunnels. On reconnect
 it sends `initial_resource_versions` for what it holds, so the server resends only changes. The
-stream is grpclib's (mesh/grpc_client.py); every failure surfaces as RpcError.
+stream is grpclib's (mesh/grpc_client.py); every failure surfaces as RpcError. Its messages are
+the slim, wire-identical copies of Envoy's in proto/xds/delta_discovery.proto (a fraction of the
+full xds-protos tree's memory in ztunnel).
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
-from google.rpc import status_pb2
 from grpclib.client import Channel, Stream
 from grpclib.const import Cardinality
 
 from mesh.grpc_client import RpcError, rpc_errors
+from mesh.proto_gen.xds import delta_discovery_pb2 as discovery_pb2
 
 DELTA_ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
@@ -167,7 +168,7 @@ class DeltaClient:
         state.last_nonce = response.nonce
         if errors:
             state.nacked += 1
-            ack.error_detail.CopyFrom(status_pb2.Status(code=3, message="; ".join(errors)))
+            ack.error_detail.CopyFrom(discovery_pb2.Status(code=3, message="; ".join(errors)))
             if self.applier is None:
                 return ack  # a NACK keeps the last good state
         refused = {e.split(":", 1)[0] for e in errors}

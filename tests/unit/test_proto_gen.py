@@ -45,3 +45,58 @@ def test_every_proto_has_a_module() -> None:
     assert protos, "no .proto files under proto/"
     for proto in protos:
         assert (COMMITTED / proto.parent / f"{proto.name}_pb2.py").is_file(), proto
+
+
+def test_slim_delta_xds_messages_match_envoys_numbers_and_types() -> None:
+    """ztunnel's delta ADS messages (proto/xds/delta_discovery.proto) model a subset of Envoy's:
+    every field they declare must have Envoy's number, type and cardinality, or the bytes on the
+    wire would mean something else to mesh-xds (and to any xDS server)."""
+    from envoy.config.core.v3 import base_pb2
+    from envoy.service.discovery.v3 import discovery_pb2
+    from google.protobuf import descriptor_pb2
+    from google.rpc import status_pb2
+
+    from mesh.proto_gen.xds import delta_discovery_pb2 as slim
+
+    def shape(message) -> dict[str, tuple[int, int, bool, str]]:
+        proto = descriptor_pb2.DescriptorProto()
+        message.DESCRIPTOR.CopyToProto(proto)
+        repeated = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
+        return {f.name: (f.number, f.type, f.label == repeated, f.type_name.rsplit(".", 1)[-1]) for f in proto.field}
+
+    pairs = [
+        (slim.Node, base_pb2.Node),
+        (slim.Status, status_pb2.Status),
+        (slim.DeltaDiscoveryRequest, discovery_pb2.DeltaDiscoveryRequest),
+        (slim.Resource, discovery_pb2.Resource),
+        (slim.DeltaDiscoveryResponse, discovery_pb2.DeltaDiscoveryResponse),
+    ]
+    for ours, envoys in pairs:
+        mine, theirs = shape(ours), shape(envoys)
+        for name, field in mine.items():
+            assert name in theirs, f"{ours.DESCRIPTOR.name}.{name} is not in Envoy's message"
+            assert field == theirs[name], f"{ours.DESCRIPTOR.name}.{name}: {field} vs Envoy's {theirs[name]}"
+
+
+def test_slim_delta_request_decodes_as_envoys() -> None:
+    """A request built with the slim messages reads back field for field through Envoy's."""
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    from mesh.proto_gen.xds import delta_discovery_pb2 as slim
+
+    request = slim.DeltaDiscoveryRequest(
+        type_url="type.googleapis.com/istio.workload.Address",
+        resource_names_subscribe=["a", "b"],
+        initial_resource_versions={"a": "1"},
+        response_nonce="n1",
+    )
+    request.node.id = "ztunnel~198.19.0.1~node-1"
+    request.node.metadata.fields["NAMESPACE"].string_value = "istio-system"
+    request.error_detail.code = 3
+    request.error_detail.message = "bad: reason"
+    envoy = discovery_pb2.DeltaDiscoveryRequest.FromString(request.SerializeToString())
+    assert envoy.node.id == "ztunnel~198.19.0.1~node-1"
+    assert envoy.node.metadata.fields["NAMESPACE"].string_value == "istio-system"
+    assert list(envoy.resource_names_subscribe) == ["a", "b"]
+    assert dict(envoy.initial_resource_versions) == {"a": "1"}
+    assert (envoy.response_nonce, envoy.error_detail.code, envoy.error_detail.message) == ("n1", 3, "bad: reason")

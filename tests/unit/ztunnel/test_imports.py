@@ -1,4 +1,5 @@
-"""ztunnel's memory budget depends on what it imports: neither grpcio nor pydantic may creep in."""
+"""ztunnel's memory budget depends on what it imports: grpcio, pydantic, prometheus_client or the
+full xds-protos tree must not creep back in."""
 
 from __future__ import annotations
 
@@ -6,7 +7,18 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("grpc", "pydantic", "pydantic_core", "pydantic_settings", "fastapi", "sqlalchemy", "httpx")
+HEAVY = (
+    "grpc",
+    "pydantic",
+    "pydantic_core",
+    "pydantic_settings",
+    "fastapi",
+    "sqlalchemy",
+    "httpx",
+    "prometheus_client",  # its package import loads http.server, urllib.request, wsgiref, email
+    "envoy",  # the full xds-protos tree; ztunnel speaks delta ADS with proto/xds/delta_discovery.proto
+    "udpa",
+)
 
 
 def test_ztunnel_loads_none_of_the_heavy_packages() -> None:

@@ -142,3 +142,21 @@ def test_metrics_are_exposed_as_istio_names_them() -> None:
     assert opened["destination_service"] == "web-api.default.svc.cluster.local"
     assert opened["connection_security_policy"] == "mutual_tls"
     assert not any(name.endswith("_created") for name in samples)
+
+
+def test_metric_label_values_are_escaped_and_series_kept_apart() -> None:
+    """Label values come from user-chosen names (workload labels, namespaces): a quote, a
+    backslash or a newline in one must not break the exposition or merge two series."""
+    metrics = Metrics()
+    plain = dict.fromkeys(LABELS, "unknown")
+    odd = {**plain, "source_workload": 'we"ird\\name\nx'}
+    metrics.connection_opened(plain)
+    metrics.connection_opened(plain)
+    metrics.connection_opened(odd)
+    metrics.connection_closed(odd, received=7, sent=0)
+    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+    opened = {s.labels["source_workload"]: s.value for s in families["istio_tcp_connections_opened"].samples}
+    assert opened == {"unknown": 2, 'we"ird\\name\nx': 1}
+    assert [s.value for s in families["istio_tcp_received_bytes"].samples] == [7]
+    assert families["istio_tcp_sent_bytes"].samples == []  # nothing came back: no series
+    assert families["istio_tcp_connections_opened"].type == "counter"
