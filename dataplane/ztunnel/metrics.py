@@ -18,7 +18,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-
 from .state import Service, Workload
 
 UNKNOWN = "unknown"
@@ -107,7 +106,7 @@ def _escape_label(value: str) -> str:
 class LabelledCounter:
     """A counter family: one running total per label set (label values in LABELS order)."""
 
-    __slots__ = ("name", "doc", "values")
+    __slots__ = ("doc", "name", "values")
 
     def __init__(self, name: str, doc: str) -> None:
         self.name = name  # exposed as {name}_total, as Prometheus names counters

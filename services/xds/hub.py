@@ -225,7 +225,6 @@ class Hub:
                 conn.responses += 1
                 await conn.out.put(message)
 
-
     def _whole_message(self, type_url: str, table: Table) -> bytes:
         """A DeltaDiscoveryResponse carrying the whole table, without a nonce, serialized once per
         table: the initial sync of every wildcard stream that sees everything (a thousand
