@@ -138,6 +138,21 @@ def py_spy(pid: int, seconds: float, name: str) -> subprocess.Popen | None:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def perf_record(pid: int, seconds: float, name: str) -> subprocess.Popen | None:
+    """Record process `pid` with Linux perf (when installed) for `seconds` into
+    /tmp/{name}-{time}.perf.data, call graphs included: where py-spy sees Python frames, perf
+    splits the time between the kernel, libcrypto, the event loop and the interpreter.
+    `perf report -i FILE --sort dso` reads it. None without perf."""
+    perf = shutil.which("perf")
+    if perf is None:
+        print("perf not installed: no native profile", file=sys.stderr)
+        return None
+    out = f"/tmp/{name}-{int(time.time())}.perf.data"
+    print(f"perf recording process {pid} into {out}", file=sys.stderr)
+    cmd = [perf, "record", "-F", "999", "-g", "-p", str(pid), "-o", out, "--", "sleep", str(seconds)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def on_a_new_cluster(
     script: str, run: Callable[[Path], Coroutine[Any, Any, Any]], report: Callable[[Any], None]
 ) -> None:

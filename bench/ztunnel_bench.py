@@ -321,10 +321,11 @@ async def run(state: Path, args: argparse.Namespace) -> None:
         paths = setup(client)
         pids = ztunnel_pids(state)
         figures = await measure(paths, args, pids) if not args.memory_only else {}
-        if args.profile:  # one more paced run on the mesh path, both ztunnels recorded by py-spy
+        if args.profile:  # one more paced run on the mesh path, both ztunnels recorded by py-spy and perf
             import loadgen
 
             spies = [loadgen.py_spy(pid, args.profile, f"ztunnel-node-{i + 1}") for i, pid in enumerate(pids)]
+            spies += [loadgen.perf_record(pid, args.profile, f"ztunnel-node-{i + 1}") for i, pid in enumerate(pids)]
             await request_response(paths[1], args.rate, args.profile + 1, pids)
             for spy in spies:
                 if spy is not None:
@@ -365,7 +366,9 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=100, help="extra enrolled pods for the RSS figure")
     parser.add_argument("--open", type=int, default=1000, help="connections held open for the RSS figure")
     parser.add_argument("--memory-only", action="store_true", help="skip the traffic figures; only the RSS ones")
-    parser.add_argument("--profile", type=float, default=0, help="then py-spy both ztunnels this many seconds, paced")
+    parser.add_argument(
+        "--profile", type=float, default=0, help="then record both ztunnels (py-spy, perf) this long, paced"
+    )
     parser.add_argument(
         "--memory-report",
         help="write both ztunnels' /debug/memory, loaded, to this file (start the bench with "

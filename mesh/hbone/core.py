@@ -133,7 +133,7 @@ class HboneConnection:
 
     # -- bytes in, bytes out ------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: bytes | memoryview) -> list[Event]:
         """Feed bytes read from the connection; return what they meant, in order."""
         out: list[Event] = []
         if self._closed:
