@@ -143,9 +143,12 @@ class Link(asyncio.BufferedProtocol):
     def flush(self) -> None:
         """Write what the core has to send. A closing transport is skipped: under uvloop a write
         to it raises inside the SSL protocol and kills the connection (Lessons 3)."""
-        data = self.core.data_to_send()
-        if data and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        parts = self.core.parts_to_send()
+        if parts and self.transport is not None and not self.transport.is_closing():
+            if len(parts) == 1:
+                self.transport.write(parts[0])
+            else:  # large payloads go to the TLS layer as they are, not copied into one buffer
+                self.transport.writelines(parts)
 
     def guard(self, operation: Callable[..., T], *args: Any) -> T:
         """Run a core operation, mapping its errors into the driver's exception family."""

@@ -323,3 +323,57 @@ def test_connection_lost_resets_every_stream() -> None:
         "ConnectionClosed",
     ]
     assert {e.stream_id for e in events if isinstance(e, ev.StreamClosed)} == {first, second}
+
+
+def _feed_through_one_buffer(side, data: bytes, piece: int) -> list[int]:
+    """Feed `data` as a reader with one reusable buffer does (Link's shared read buffer): each
+    piece is written into the same bytearray, which is overwritten right after the call.
+    Returns how many bytes of DATA the side had received after each piece."""
+    buffer = bytearray(piece)
+    view = memoryview(buffer)
+    progress = []
+    for start in range(0, len(data), piece):
+        chunk = data[start : start + piece]
+        buffer[: len(chunk)] = chunk
+        side.feed(view[: len(chunk)])
+        buffer[:] = b"\xee" * piece  # the next read would land here
+        progress.append(sum(len(e.data) for e in side.of(ev.DataReceived)))
+    return progress
+
+
+def test_a_frame_arriving_in_pieces_is_delivered_as_it_comes() -> None:
+    """A 1 MiB DATA frame read 64 KiB at a time reaches the consumer read by read (no waiting for
+    the whole frame), intact although the reader reuses its buffer, and END_STREAM takes effect
+    only after the frame's last byte."""
+    pair = Pair()
+    sid = pair.open()
+    body = pattern(5, MiB)
+    pair.client.core.send_data(sid, body)
+    pair.client.core.end_stream(sid)
+    wire = pair.client.core.data_to_send()
+    progress = _feed_through_one_buffer(pair.server, wire, 64 << 10)
+    assert progress[0] == (64 << 10) - 9  # the first read's payload, before the rest came
+    assert progress == sorted(progress) and len(set(progress)) == len(progress)
+    assert bytes(pair.server.received[sid]) == body
+    assert pair.server.kinds(sid)[-2:] == ["DataReceived", "StreamEnded"]
+
+
+def test_a_stream_reset_mid_frame_drops_the_rest_and_the_connection_goes_on() -> None:
+    pair = Pair()
+    big, small = pair.open(), pair.open()
+    pair.client.core.send_data(big, pattern(1, MiB))
+    pair.client.core.send_data(small, pattern(2, 10_000))
+    wire = pair.client.core.data_to_send()
+    pair.server.feed(wire[:300_000])
+    assert 0 < len(pair.server.received[big]) < 300_000
+    pair.server.do(pair.server.core.reset_stream(big))
+    pair.server.feed(wire[300_000:])
+    assert len(pair.server.received[big]) < 300_000  # nothing after the reset
+    assert bytes(pair.server.received[small]) == pattern(2, 10_000)
+    assert not pair.server.of(ev.ConnectionClosed)
+    pair.pump()
+    # The dropped bytes were charged to the connection window and given back: the stream that
+    # is left can still move more than a whole connection window.
+    pair.client.core.send_data(small, pattern(3, CONNECTION_WINDOW + MiB))
+    pair.pump()
+    assert len(pair.server.received[small]) == 10_000 + CONNECTION_WINDOW + MiB
