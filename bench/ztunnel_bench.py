@@ -162,6 +162,17 @@ async def bulk(path: PodPair, seconds: float) -> float:
     return count / elapsed / 1e6
 
 
+async def until_served(paths: list[PodPair], timeout: float = 30) -> None:
+    """Wait until every path echoes: the server pod runs and, on the mesh path, both ztunnels
+    know both pods (a pod can be Running before its workload reaches the ztunnels)."""
+    deadline = time.monotonic() + timeout
+    for path in paths:
+        while not await echo_once(path):
+            if time.monotonic() > deadline:
+                sys.exit(f"ztunnel_bench: the {path.name} path does not echo after {timeout:.0f} s")
+            await asyncio.sleep(0.5)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -320,6 +331,7 @@ async def run(state: Path, args: argparse.Namespace) -> None:
     with api(state) as client:
         paths = setup(client)
         pids = ztunnel_pids(state)
+        await until_served(paths)
         figures = await measure(paths, args, pids) if not args.memory_only else {}
         if args.profile:  # one more paced run on the mesh path, both ztunnels recorded by py-spy and perf
             import loadgen
