@@ -311,6 +311,8 @@ def report(figures: dict, idle_rss: list[float], loaded: dict) -> None:
         + ", ".join(f"{r:.1f} MB" for r in loaded["rss_pods_only"])
         + ")"
     )
+    steady = ", ".join(f"{r:.1f} MB" for r in loaded["rss_steady"])
+    print(f"  {'ztunnel RSS loaded, steady':<28} {steady} (the same, 12 s later)")
     print(json.dumps({"figures": figures, "idle_rss_mb": idle_rss, "loaded": loaded}, default=float))
 
 
@@ -365,6 +367,10 @@ async def run(state: Path, args: argparse.Namespace) -> None:
         if args.memory_report:
             reports = {n: httpx.get(f"http://{ip}:15000/debug/memory", timeout=60).json() for n, ip in NODE_IP.items()}
             Path(args.memory_report).write_text(json.dumps(reports, indent=1))
+        # Held longer: what a ztunnel carrying these connections settles at once its periodic
+        # heap trim has run (what the opening handshakes freed goes back then).
+        await asyncio.sleep(12)
+        loaded["rss_steady"] = [rss_mb(pid) for pid in pids]
         for writer in writers:
             writer.close()
     report(figures, idle_rss, loaded)
