@@ -33,6 +33,7 @@ T = TypeVar("T")
 # 64 KiB would pause after every frame).
 _TRANSPORT_HIGH_WATER = 4 << 20
 _TRANSPORT_LOW_WATER = 1 << 20
+_TLS_WRITE_MAX = 256 << 10  # plaintext per write to the TLS transport (see flush)
 _READ_BUFFER_SIZE = 256 << 10  # what uvloop's TLS layer reads at most per call (SSL_READ_MAX_SIZE)
 _read_buffer: memoryview | None = None
 
@@ -144,11 +145,28 @@ class Link(asyncio.BufferedProtocol):
         """Write what the core has to send. A closing transport is skipped: under uvloop a write
         to it raises inside the SSL protocol and kills the connection (Lessons 3)."""
         parts = self.core.parts_to_send()
-        if parts and self.transport is not None and not self.transport.is_closing():
-            if len(parts) == 1:
-                self.transport.write(parts[0])
-            else:  # large payloads go to the TLS layer as they are, not copied into one buffer
-                self.transport.writelines(parts)
+        if not parts or self.transport is None or self.transport.is_closing():
+            return
+        if len(parts) == 1 and len(parts[0]) <= _TLS_WRITE_MAX:
+            self.transport.write(parts[0])
+            return
+        # Large payloads go to the TLS layer as they are (not joined into one buffer), at most
+        # _TLS_WRITE_MAX per write: the TLS layer encrypts a whole write into its outgoing
+        # buffer before sending, and that buffer keeps its largest size for the connection's
+        # life (a 4 MiB window's worth of frames in one write grew a pooled connection by 4 MiB).
+        batch: list[bytes | memoryview] = []
+        size = 0
+        for part in parts:
+            view = memoryview(part) if len(part) > _TLS_WRITE_MAX else part
+            for start in range(0, len(part), _TLS_WRITE_MAX):
+                piece = view[start : start + _TLS_WRITE_MAX] if view is not part else part
+                if size + len(piece) > _TLS_WRITE_MAX and batch:
+                    self.transport.writelines(batch)
+                    batch, size = [], 0
+                batch.append(piece)
+                size += len(piece)
+        if batch:
+            self.transport.writelines(batch)
 
     def guard(self, operation: Callable[..., T], *args: Any) -> T:
         """Run a core operation, mapping its errors into the driver's exception family."""

@@ -123,6 +123,9 @@ class Tunnel(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.finished.done():  # not closed by _finish: the TCP side failed
             self.abort(exc or ConnectionResetError("the TCP connection closed before the tunnel ended"))
+        # The transport and this protocol refer to each other: part here, so a finished tunnel
+        # is freed at once, not whenever the cycle collector next runs.
+        self._transport = None
 
     # -- the stream side (StreamSink) --------------------------------------------------------------
 

@@ -261,6 +261,7 @@ class HboneStream:
         callbacks, self._close_callbacks = self._close_callbacks, []
         for callback in callbacks:
             callback(self)
+        self._sink = None  # nothing more comes; a sink that refers back is no longer held here
 
     def _fail(self, error: HboneError) -> None:
         first = self._error is None
