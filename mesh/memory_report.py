@@ -1,7 +1,8 @@
 """What a proxy's memory is made of, for `:15000/debug/memory` (ztunnel and the waypoint).
 
 Istio's ztunnel serves a heap profile on its admin port; this is the Python equivalent: the
-resident set from /proc, the live objects the garbage collector tracks counted by type, and,
+resident set from /proc, glibc's heap (what is in use by C and Python allocations, what is
+free but still mapped), the live objects the garbage collector tracks counted by type, and,
 when the process was started with `PYTHONTRACEMALLOC=1`, the source lines holding the most
 memory. Reading it walks every object once, so it is for diagnosis, not for scraping.
 """
@@ -9,6 +10,7 @@ memory. Reading it walks every object once, so it is for diagnosis, not for scra
 from __future__ import annotations
 
 import collections
+import ctypes
 import gc
 import tracemalloc
 from pathlib import Path
@@ -28,6 +30,34 @@ def resident_kb(pid: int | str = "self") -> dict[str, int]:
     return out
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def _mallinfo2() -> Any:
+    try:  # the process's own symbols include libc's
+        function = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    function.restype = _MallInfo2
+    return function
+
+
+_mallinfo = _mallinfo2()
+
+
+def heap_kb() -> dict[str, int] | None:
+    """glibc's main view of the heap (mallinfo2), in kB: `in_use` by allocations, `free` but
+    still held (fragments the trim cannot return), `mmapped` blocks; None without glibc."""
+    if _mallinfo is None:
+        return None
+    info = _mallinfo()
+    return {"in_use": info.uordblks // 1024, "free": info.fordblks // 1024, "mmapped": info.hblkhd // 1024}
+
+
 def objects_by_type(limit: int = TOP) -> list[tuple[str, int]]:
     """The most numerous object types among those the garbage collector tracks."""
     counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
@@ -45,6 +75,7 @@ def memory_report() -> dict[str, Any]:
     tracing = tracemalloc.is_tracing()
     return {
         "resident_kb": resident_kb(),
+        "heap_kb": heap_kb(),
         "gc_objects": dict(objects_by_type()),
         "traced": traced_lines() if tracing else "start with PYTHONTRACEMALLOC=1 to see lines",
         "traced_total_kb": tracemalloc.get_traced_memory()[0] // 1024 if tracing else None,
