@@ -77,9 +77,7 @@ class HboneStream:
         self._error: HboneError | None = None
         self._readable: asyncio.Future[None] | None = None
         self._writable: asyncio.Future[None] | None = None
-        self._answer: asyncio.Future[None] = link.loop.create_future()
-        # Server streams never await their answer: mark a failure retrieved, so no warning.
-        self._answer.add_done_callback(_retrieve)
+        self._answer: asyncio.Future[None] | None = None  # made only for a client awaiting it
         self._closed = False
         self._close_callbacks: list[Callable[[HboneStream], None]] = []
         self._sink: StreamSink | None = None
@@ -114,7 +112,6 @@ class HboneStream:
         self._link.guard(self._link.server_core.accept, self.stream_id, headers)
         self._link.flush()
         self.status = 200
-        self._answer.set_result(None)
 
     def reject(self, status: int) -> None:
         """Answer with a refusal: 400 bad request, 401 denied by policy, 503 no upstream."""
@@ -155,8 +152,9 @@ class HboneStream:
         """From now on hand every event to `sink` (what already arrived first); `read()` and
         `write()` are then not to be used."""
         self._sink = sink
-        while self._chunks:
-            sink.stream_data(self._chunks.popleft())
+        chunks, self._chunks = self._chunks, None  # a sink gets everything from now on
+        while chunks:
+            sink.stream_data(chunks.popleft())
         if self._error is not None:
             sink.stream_error(self._error)
         elif self._eof:
@@ -211,12 +209,18 @@ class HboneStream:
 
     # -- called by the link ---------------------------------------------------------------------
 
-    async def _wait_answer(self) -> None:
-        await self._answer
+    def _wait_answer(self) -> asyncio.Future[None]:
+        """The CONNECT's answer, for the client that sent it (made at once after sending, before
+        any event can arrive; a server's streams never need one)."""
+        if self._answer is None:
+            self._answer = self._link.loop.create_future()
+            # A client cancelled while waiting leaves a failure nobody reads: no warning for it.
+            self._answer.add_done_callback(_retrieve)
+        return self._answer
 
     def _on_answer(self, status: int, headers: Headers) -> None:
         self.status, self.response_headers = status, headers
-        if not self._answer.done():
+        if self._answer is not None and not self._answer.done():
             if 200 <= status < 300:
                 self._answer.set_result(None)
             else:
@@ -254,7 +258,7 @@ class HboneStream:
         if self._closed:
             return
         self._closed = True
-        if not self._answer.done():
+        if self._answer is not None and not self._answer.done():
             self._answer.set_exception(ConnectionClosedError(f"stream {self.stream_id} closed before an answer"))
         self._on_writable()
         self._wake_reader()
@@ -267,7 +271,7 @@ class HboneStream:
         first = self._error is None
         if first:
             self._error = error
-        if not self._answer.done():
+        if self._answer is not None and not self._answer.done():
             self._answer.set_exception(error)
         if self._sink is not None:
             if first:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from dataplane.cni.nodeagent.zds_protocol import WorkloadInfo
-from mesh.hbone import HboneServer, Pool, Tunnel
+from mesh.hbone import HboneServer, Pool, SpliceResult, Tunnel
 from mesh.identity import Identity
 
 from ..state import StateStore, Workload
@@ -100,13 +100,21 @@ class PodProxy:
             self._connections.add(task)
             task.add_done_callback(functools.partial(self._connection_done, conn))
 
-    def hold(self, tunnel: Tunnel) -> None:
-        """Keep an open tunnel (a relay that runs on callbacks, without a task) for the drain."""
+    def hold(self, tunnel: Tunnel, on_done: Callable[[asyncio.Future[SpliceResult]], None]) -> None:
+        """Keep an open tunnel (a relay that runs on callbacks, without a task) for the drain;
+        when it finishes, let it go and call `on_done(tunnel.finished)` (one done callback per
+        tunnel: a thousand open tunnels each pay for what they hold)."""
         self._tunnels.add(tunnel)
-        tunnel.finished.add_done_callback(functools.partial(self._tunnel_done, tunnel))
+        tunnel.finished.add_done_callback(functools.partial(self._tunnel_done, tunnel, on_done))
 
-    def _tunnel_done(self, tunnel: Tunnel, _finished: object) -> None:
+    def _tunnel_done(
+        self,
+        tunnel: Tunnel,
+        on_done: Callable[[asyncio.Future[SpliceResult]], None],
+        finished: asyncio.Future[SpliceResult],
+    ) -> None:
         self._tunnels.discard(tunnel)
+        on_done(finished)
 
     def _connection_done(self, conn: socket.socket, task: asyncio.Task[None]) -> None:
         """Whatever a connection's handler raised ends that connection only."""

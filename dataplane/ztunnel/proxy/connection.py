@@ -91,8 +91,7 @@ class Tracker:
         is held while it is open (it may stay open for hours)."""
         tunnel = await start_splice(stream, sock)
         self.opened(record)
-        pod.hold(tunnel)
-        tunnel.finished.add_done_callback(functools.partial(self._tunnel_closed, record, outbound))
+        pod.hold(tunnel, functools.partial(self._tunnel_closed, record, outbound))
 
     def _tunnel_closed(self, record: ConnectionRecord, outbound: bool, finished: asyncio.Future[SpliceResult]) -> None:
         """Count an HBONE tunnel's end (a done callback of its `Tunnel.finished`): outbound, the
