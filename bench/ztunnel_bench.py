@@ -239,11 +239,12 @@ async def request_response(path: PodPair, rate: float, seconds: float, pids: lis
             latencies.append((time.perf_counter() - sent) * 1e6)
             n += 1
 
-    cpu_before = [cpu_seconds(pid) for pid in pids]
+    split_before = [cpu_split(pid) for pid in pids]
     begin = time.perf_counter()
     await asyncio.gather(*(drive(r, w, i * interval / conns) for i, (r, w) in enumerate(streams)))
     elapsed = time.perf_counter() - begin
-    cpu = sum(cpu_seconds(pid) - before for pid, before in zip(pids, cpu_before, strict=True))
+    splits = [(u1 - u0, s1 - s0) for (u0, s0), (u1, s1) in zip(split_before, map(cpu_split, pids), strict=True)]
+    cpu = sum(u + s for u, s in splits)
     for _, writer in streams:
         writer.close()
     achieved = len(latencies) / elapsed
@@ -252,6 +253,11 @@ async def request_response(path: PodPair, rate: float, seconds: float, pids: lis
         "p50": percentile(latencies, 0.5),
         "p99": percentile(latencies, 0.99),
         "vcpu_per_1000rps": (cpu / elapsed) / (achieved / 1000) if achieved else float("nan"),
+        # per ztunnel (node-1, node-2): (user, system) vCPU per 1000 rps
+        "per_ztunnel": [
+            (u / elapsed / (achieved / 1000), s / elapsed / (achieved / 1000)) if achieved else (0.0, 0.0)
+            for u, s in splits
+        ],
     }
 
 
@@ -327,6 +333,8 @@ def report_traffic(figures: dict) -> None:
     print(row("1 KB req-resp p50", rr_d["p50"], rr_m["p50"], "µs", better_high=False))
     print(row("1 KB req-resp p99", rr_d["p99"], rr_m["p99"], "µs", better_high=False))
     print(f"  {'ztunnels CPU (both)':<28} {rr_m['vcpu_per_1000rps']:.3f} vCPU per 1000 rps (mesh path)")
+    each = ", ".join(f"{u + s:.3f} ({u:.3f} user + {s:.3f} system)" for u, s in rr_m.get("per_ztunnel", []))
+    print(f"  {'  each ztunnel':<28} {each}")
 
 
 async def run(state: Path, args: argparse.Namespace) -> None:
