@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from h2.errors import ErrorCodes
@@ -48,6 +48,26 @@ def _shared_read_buffer() -> memoryview:
     if _read_buffer is None:
         _read_buffer = memoryview(bytearray(_READ_BUFFER_SIZE))
     return _read_buffer
+
+
+def _tls_writes(parts: list[bytes | memoryview], limit: int) -> Iterator[list[bytes | memoryview]]:
+    """`parts` regrouped, in order, into writes of at most `limit` bytes (large parts cut)."""
+    batch: list[bytes | memoryview] = []
+    size = 0
+    for part in parts:
+        if len(part) > limit:
+            view = memoryview(part)
+            pieces: list[bytes | memoryview] = [view[i : i + limit] for i in range(0, len(view), limit)]
+        else:
+            pieces = [part]
+        for piece in pieces:
+            if batch and size + len(piece) > limit:
+                yield batch
+                batch, size = [], 0
+            batch.append(piece)
+            size += len(piece)
+    if batch:
+        yield batch
 
 
 class Link(asyncio.BufferedProtocol):
@@ -157,18 +177,7 @@ class Link(asyncio.BufferedProtocol):
         # _TLS_WRITE_MAX per write: the TLS layer encrypts a whole write into its outgoing
         # buffer before sending, and that buffer keeps its largest size for the connection's
         # life (a 4 MiB window's worth of frames in one write grew a pooled connection by 4 MiB).
-        batch: list[bytes | memoryview] = []
-        size = 0
-        for part in parts:
-            view = memoryview(part) if len(part) > _TLS_WRITE_MAX else part
-            for start in range(0, len(part), _TLS_WRITE_MAX):
-                piece = view[start : start + _TLS_WRITE_MAX] if view is not part else part
-                if size + len(piece) > _TLS_WRITE_MAX and batch:
-                    self.transport.writelines(batch)
-                    batch, size = [], 0
-                batch.append(piece)
-                size += len(piece)
-        if batch:
+        for batch in _tls_writes(parts, _TLS_WRITE_MAX):
             self.transport.writelines(batch)
 
     def guard(self, operation: Callable[..., T], *args: Any) -> T:
