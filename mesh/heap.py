@@ -28,15 +28,16 @@ TRIM_THRESHOLD = 64 << 20  # free top of heap kept until the periodic trim
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
 
 
-def _libc(name: str) -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+def libc_function(name: str) -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """glibc's function `name`, or None where this libc has none."""
     try:  # the process's own symbols include libc's (ctypes.util would import shutil and tempfile)
         return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
 
 
-_malloc_trim = _libc("malloc_trim")
-_mallopt = _libc("mallopt")
+_malloc_trim = libc_function("malloc_trim")
+_mallopt = libc_function("mallopt")
 
 
 def keep_freed_memory() -> bool:

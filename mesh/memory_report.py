@@ -16,6 +16,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from mesh.heap import libc_function
+
 TOP = 25
 
 
@@ -37,16 +39,9 @@ class _MallInfo2(ctypes.Structure):
     ] + [("keepcost", ctypes.c_size_t)]
 
 
-def _mallinfo2() -> Any:
-    try:  # the process's own symbols include libc's
-        function = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
-        return None
-    function.restype = _MallInfo2
-    return function
-
-
-_mallinfo = _mallinfo2()
+_mallinfo = libc_function("mallinfo2")
+if _mallinfo is not None:
+    _mallinfo.restype = _MallInfo2
 
 
 def heap_kb() -> dict[str, int] | None:

@@ -1,5 +1,5 @@
-"""What HBONE's client and server cores share (protocol.py): the settings, the frame-repr
-override, event translation from h2, flow control and the per-stream send queues.
+"""What HBONE's client and server cores share (protocol.py): the settings, event translation
+from h2, flow control and the per-stream send queues (byte-level framing is in frames.py).
 
 The DATA path bypasses h2. Each DATA frame through h2 cost about 10 µs to send and 12 µs to
 receive (hyperframe objects, h2's stream state machine, its window bookkeeping): with four
@@ -12,21 +12,19 @@ windows are tracked here and h2's are left alone (a window h2 saw only half of w
 h2 still learns of each stream's end: a received END_STREAM is handed to it as an empty DATA
 frame, and a stream's own end goes out through `h2.end_stream`.
 
-Importing this module replaces hyperframe's `Frame.__repr__` (see `install_cheap_frame_repr`).
+Importing this module replaces hyperframe's `Frame.__repr__` (see `frames.install_cheap_frame_repr`).
 """
 
 from __future__ import annotations
 
-import struct
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import suppress
 
 import h2.config
 import h2.connection
 import h2.events as h2e
 import h2.exceptions
-import hyperframe.frame
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
@@ -40,7 +38,21 @@ from .events import (
     StreamStateError,
     WindowUpdated,
 )
+from .frames import (
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    FRAME_HEADER,
+    HEADERS,
+    PADDED,
+    PUSH_PROMISE,
+    WINDOW_UPDATE,
+    frame_header,
+    install_cheap_frame_repr,
+)
 from .stream_state import TRANSITIONS, Op, Phase, StreamState
+
+install_cheap_frame_repr()
 
 MAX_FRAME_SIZE = 1 << 20  # SETTINGS_MAX_FRAME_SIZE, as ztunnel
 STREAM_WINDOW = 4 << 20  # SETTINGS_INITIAL_WINDOW_SIZE
@@ -54,43 +66,6 @@ _CONNECTION_CREDIT_STEP = CONNECTION_WINDOW // 4
 _MAX_WINDOW = 2**31 - 1  # RFC 9113 §6.9.1
 _JOIN_BELOW = 16 << 10  # pieces smaller than a TLS record are joined before writing
 _PREFACE_SIZE = 24  # "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", which only a server receives
-# RFC 9113 §4.1: length (24 bits, read as 16 + 8), type, flags, reserved bit + stream id.
-_FRAME_HEADER = struct.Struct(">HBBBL")
-_DATA, _HEADERS, _PUSH_PROMISE, _WINDOW_UPDATE, _CONTINUATION = 0x0, 0x1, 0x5, 0x8, 0x9
-_END_STREAM, _END_HEADERS, _PADDED = 0x1, 0x4, 0x8
-
-
-def _frame_header(length: int, frame_type: int, flags: int, stream_id: int) -> bytes:
-    return _FRAME_HEADER.pack(length >> 8, length & 0xFF, frame_type, flags, stream_id)
-
-
-def _cheap_frame_repr(frame: hyperframe.frame.Frame) -> str:
-    return f"{type(frame).__name__}(stream_id={frame.stream_id})"
-
-
-def install_cheap_frame_repr() -> None:
-    """Make `repr()` of every hyperframe frame cheap (type and stream id only).
-
-    A performance measure: h2 formats `repr(frame)` for a trace-log call on every frame it
-    receives, even with logging off, and a DATA frame's repr hex-encodes its payload. Replacing
-    it raised HBONE bulk throughput by 29 % (16 KiB frames) to 49 % (1 MiB frames) with latency
-    unchanged (linux-dataplane-and-performance.md, Lessons 1). Process-wide and idempotent.
-    """
-    hyperframe.frame.Frame.__repr__ = _cheap_frame_repr  # type: ignore[method-assign]
-
-
-install_cheap_frame_repr()
-
-
-def split_headers(headers: Iterable[tuple[str, str]]) -> tuple[dict[str, str], tuple[tuple[str, str], ...]]:
-    pseudo: dict[str, str] = {}
-    regular: list[tuple[str, str]] = []
-    for name, value in headers:
-        if name.startswith(":"):
-            pseudo[name] = value
-        else:
-            regular.append((name, value))
-    return pseudo, tuple(regular)
 
 
 class HboneConnection:
@@ -166,7 +141,7 @@ class HboneConnection:
             offset = min(self._preface_left, size)
             self._preface_left -= offset
         while not self._preface_left and size - offset >= 9:
-            high, low, kind, flags, stream_id = _FRAME_HEADER.unpack_from(buf, offset)
+            high, low, kind, flags, stream_id = FRAME_HEADER.unpack_from(buf, offset)
             length = high << 8 | low
             end = offset + 9 + length
             if length > MAX_FRAME_SIZE:  # §4.2: larger than we announced
@@ -177,7 +152,7 @@ class HboneConnection:
                 break
             stream_id &= 0x7FFFFFFF
             if end > size:
-                if kind == _DATA and not self._in_header_block and not flags & _PADDED:
+                if kind == DATA and not self._in_header_block and not flags & PADDED:
                     stream = self._streams.get(stream_id)
                     if stream is not None and not stream.remote_ended:
                         if batch < offset:  # what came before, in order (it may end this stream)
@@ -188,10 +163,10 @@ class HboneConnection:
                             self._start_data(stream, flags, length, buf[offset + 9 : size], out)
                             batch = offset = size
                 break
-            if self._in_header_block or kind in (_HEADERS, _PUSH_PROMISE):
+            if self._in_header_block or kind in (HEADERS, PUSH_PROMISE):
                 # Nothing may come between a header block's frames (§6.10): h2 checks that.
-                self._in_header_block = not flags & _END_HEADERS
-            elif kind == _DATA or (kind == _WINDOW_UPDATE and length == 4):
+                self._in_header_block = not flags & END_HEADERS
+            elif kind == DATA or (kind == WINDOW_UPDATE and length == 4):
                 stream = self._streams.get(stream_id)
                 if stream_id == 0 or stream is not None:
                     if batch < offset:  # what came before, in order (it may end this stream)
@@ -200,7 +175,7 @@ class HboneConnection:
                     batch = end
                     if self._closed:
                         break
-                    if kind == _WINDOW_UPDATE:
+                    if kind == WINDOW_UPDATE:
                         self._on_window_update(stream_id, stream, buf, offset + 9, out)
                     elif stream is not None and not stream.remote_ended:
                         self._on_data_frame(stream, flags, buf, offset + 9, length, out)
@@ -226,7 +201,7 @@ class HboneConnection:
             return
         self._data_stream = stream
         self._data_left = length
-        self._data_ends = bool(flags & _END_STREAM)
+        self._data_ends = bool(flags & END_STREAM)
         self._continue_data(payload, out)
 
     def _continue_data(self, payload: bytes | bytearray | memoryview, out: list[Event]) -> None:
@@ -241,7 +216,7 @@ class HboneConnection:
         if not self._data_left:
             self._data_stream = None
             if self._data_ends and live:  # h2 keeps the stream states: tell it, without the payload
-                self._feed_h2(_frame_header(0, _DATA, _END_STREAM, stream.stream_id), out)
+                self._feed_h2(frame_header(0, DATA, END_STREAM, stream.stream_id), out)
 
     def _feed_h2(self, data: bytes, out: list[Event]) -> None:
         """Hand whole frames to h2 and translate what it makes of them."""
@@ -258,8 +233,12 @@ class HboneConnection:
                 handler(event, out)
 
     def data_to_send(self) -> bytes:
-        """Bytes to write to the connection now (possibly empty)."""
-        return b"".join(self.parts_to_send())
+        """Bytes to write to the connection now (possibly empty), as one buffer."""
+        pending = self._h2.data_to_send()
+        if not self._out:
+            return pending
+        out, self._out = self._out, []
+        return b"".join(out) + pending if pending else b"".join(out)
 
     def parts_to_send(self) -> list[bytes | memoryview]:
         """What `data_to_send` joins, in order, with runs of small pieces (frame headers, small
@@ -294,7 +273,7 @@ class HboneConnection:
         self._out.extend(parts)
 
     def _window_update(self, stream_id: int, increment: int) -> None:
-        self._emit(_frame_header(4, _WINDOW_UPDATE, 0, stream_id) + increment.to_bytes(4, "big"))
+        self._emit(frame_header(4, WINDOW_UPDATE, 0, stream_id) + increment.to_bytes(4, "big"))
 
     def connection_lost(self, reason: str = "connection lost") -> list[Event]:
         """The transport is gone: every stream is reset and the connection closed."""
@@ -417,7 +396,7 @@ class HboneConnection:
             stream.queued -= size
             stream.send_window -= size
             self._send_window -= size
-            self._emit(_frame_header(size, _DATA, 0, sid), chunk)
+            self._emit(frame_header(size, DATA, 0, sid), chunk)
             sent = True
             max_frames -= 1
         if stream.end_queued and not stream.outbox and not stream.local_ended:
@@ -499,7 +478,7 @@ class HboneConnection:
         frame[start:start+length]."""
         if not self._charge_windows(stream, length, out):
             return
-        if flags & _PADDED:
+        if flags & PADDED:
             pad = frame[start] if length else 0
             if not length or pad >= length:
                 out.extend(self._abort(ErrorCodes.PROTOCOL_ERROR, "DATA padding as long as the frame"))
@@ -511,8 +490,8 @@ class HboneConnection:
             self._credit_stream(stream, length - len(data))  # padding is nobody's to consume
         if data:
             out.append(DataReceived(stream_id=stream.stream_id, data=data))
-        if flags & _END_STREAM:  # h2 keeps the stream states: tell it, without the payload
-            self._feed_h2(_frame_header(0, _DATA, _END_STREAM, stream.stream_id), out)
+        if flags & END_STREAM:  # h2 keeps the stream states: tell it, without the payload
+            self._feed_h2(frame_header(0, DATA, END_STREAM, stream.stream_id), out)
 
     def _on_window_update(
         self,

@@ -33,8 +33,6 @@ from .core import (
     MAX_FRAME_SIZE,
     STREAM_WINDOW,
     HboneConnection,
-    install_cheap_frame_repr,
-    split_headers,
 )
 from .events import (
     Event,
@@ -45,6 +43,7 @@ from .events import (
     StreamOpened,
     StreamRejected,
 )
+from .frames import install_cheap_frame_repr, split_headers
 from .headers import AuthorityError, parse_authority
 from .stream_state import Op, Phase
 

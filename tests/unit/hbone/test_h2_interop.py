@@ -11,7 +11,7 @@ import pytest
 from h2.errors import ErrorCodes
 
 from mesh.hbone import events as ev
-from mesh.hbone.core import _frame_header
+from mesh.hbone.frames import frame_header
 from mesh.hbone.protocol import ClientConnection, ServerConnection
 
 pytestmark = pytest.mark.unit
@@ -140,7 +140,7 @@ def closed_with(events: list) -> int:
 
 def test_data_beyond_the_stream_window_is_a_flow_control_error() -> None:
     ours, _peer, sid, _ = handshake()
-    frame = _frame_header(MiB, 0, 0, sid) + bytes(MiB)
+    frame = frame_header(MiB, 0, 0, sid) + bytes(MiB)
     events = []
     for _ in range(5):  # 5 MiB into a 4 MiB stream window, without waiting for WINDOW_UPDATE
         events += ours.receive_data(frame)
@@ -152,11 +152,11 @@ def test_data_beyond_the_stream_window_is_a_flow_control_error() -> None:
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
-        (_frame_header(4, 8, 0, 0) + (0).to_bytes(4, "big"), ErrorCodes.PROTOCOL_ERROR),  # increment 0
-        (_frame_header(4, 8, 0, 0) + (2**31 - 1).to_bytes(4, "big"), ErrorCodes.FLOW_CONTROL_ERROR),
-        (_frame_header(3, 0, 0x8, 1) + bytes([3, 0, 0]), ErrorCodes.PROTOCOL_ERROR),  # padding ≥ length
-        (_frame_header(5, 0, 0, 0) + b"hello", ErrorCodes.PROTOCOL_ERROR),  # DATA on stream 0
-        (_frame_header(2 * MiB, 0, 0, 1), ErrorCodes.FRAME_SIZE_ERROR),  # larger than announced
+        (frame_header(4, 8, 0, 0) + (0).to_bytes(4, "big"), ErrorCodes.PROTOCOL_ERROR),  # increment 0
+        (frame_header(4, 8, 0, 0) + (2**31 - 1).to_bytes(4, "big"), ErrorCodes.FLOW_CONTROL_ERROR),
+        (frame_header(3, 0, 0x8, 1) + bytes([3, 0, 0]), ErrorCodes.PROTOCOL_ERROR),  # padding ≥ length
+        (frame_header(5, 0, 0, 0) + b"hello", ErrorCodes.PROTOCOL_ERROR),  # DATA on stream 0
+        (frame_header(2 * MiB, 0, 0, 1), ErrorCodes.FRAME_SIZE_ERROR),  # larger than announced
     ],
 )
 def test_connection_errors(frame: bytes, code: ErrorCodes) -> None:
@@ -166,7 +166,7 @@ def test_connection_errors(frame: bytes, code: ErrorCodes) -> None:
 
 def test_a_zero_stream_window_update_resets_only_that_stream() -> None:
     ours, _peer, sid, _ = handshake()
-    events = ours.receive_data(_frame_header(4, 8, 0, sid) + (0).to_bytes(4, "big"))
+    events = ours.receive_data(frame_header(4, 8, 0, sid) + (0).to_bytes(4, "big"))
     resets = [e for e in events if isinstance(e, ev.StreamReset)]
     assert resets and resets[0].error_code == ErrorCodes.PROTOCOL_ERROR
     assert not any(isinstance(e, ev.ConnectionClosed) for e in events)
@@ -177,6 +177,6 @@ def test_data_after_end_stream_is_refused_by_h2() -> None:
     peer.h2.send_data(sid, b"last", end_stream=True)
     pump(ours, peer, events)
     assert received(events, sid) == b"last" and any(isinstance(e, ev.StreamEnded) for e in events)
-    late = ours.receive_data(_frame_header(4, 0, 0, sid) + b"more")
+    late = ours.receive_data(frame_header(4, 0, 0, sid) + b"more")
     assert b"more" not in received(late, sid)
     assert ours.data_to_send()  # h2 answered the closed stream (RST_STREAM or GOAWAY)
