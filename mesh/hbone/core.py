@@ -323,13 +323,27 @@ class HboneConnection:
         stream = self._transition(stream_id, Op.SEND)
         if stream.end_queued:
             raise StreamStateError(stream_id, "half-closed (local)", Op.SEND.value)
-        if data:
-            if stream.outbox:
-                stream.outbox.append(data)  # type: ignore[union-attr]
-            else:
-                stream.outbox = deque((data,))
-            stream.queued += len(data)
-            self._flush(stream)
+        size = len(data)
+        if not size:
+            return
+        if (
+            not stream.outbox
+            and size <= stream.send_window
+            and size <= self._send_window
+            and size <= self._h2.max_outbound_frame_size
+        ):
+            # The common case (a request or a response, windows open): one frame at once, with
+            # no queue to make and empty.
+            stream.send_window -= size
+            self._send_window -= size
+            self._emit(frame_header(size, DATA, 0, stream.stream_id), data)
+            return
+        if stream.outbox:
+            stream.outbox.append(data)  # type: ignore[union-attr]
+        else:
+            stream.outbox = deque((data,))
+        stream.queued += size
+        self._flush(stream)
 
     def end_stream(self, stream_id: int) -> list[Event]:
         """Half-close: END_STREAM after the queued data (a TCP FIN, Lessons 6)."""
@@ -342,11 +356,11 @@ class HboneConnection:
         self._maybe_finish(stream, out)
         return out
 
-    def acknowledge(self, stream_id: int, size: int) -> None:
-        """The consumer drained `size` bytes of the stream: give that much window back."""
+    def acknowledge(self, stream_id: int, size: int) -> bool:
+        """The consumer drained `size` bytes of the stream: give that much window back. True if
+        that queued a WINDOW_UPDATE (there is then something to send)."""
         stream = self._streams.get(stream_id)
-        if stream is not None:
-            self._credit_stream(stream, size)
+        return stream is not None and self._credit_stream(stream, size)
 
     def reset_stream(self, stream_id: int, error_code: int = ErrorCodes.CANCEL) -> list[Event]:
         """Abort the stream with RST_STREAM; queued data is dropped."""
@@ -373,14 +387,17 @@ class HboneConnection:
         with suppress(h2.exceptions.StreamClosedError):
             self._h2.reset_stream(stream_id, error_code)
 
-    def _credit_stream(self, stream: StreamState, size: int) -> None:
+    def _credit_stream(self, stream: StreamState, size: int) -> bool:
+        """Return `size` consumed bytes to the stream's window; True if a WINDOW_UPDATE went out."""
         if stream.remote_ended:
-            return  # the peer sends no more on this stream; its window no longer matters
+            return False  # the peer sends no more on this stream; its window no longer matters
         stream.uncredited += size
-        if stream.uncredited >= _STREAM_CREDIT_STEP:
-            credit, stream.uncredited = stream.uncredited, 0
-            stream.receive_window += credit
-            self._window_update(stream.stream_id, credit)
+        if stream.uncredited < _STREAM_CREDIT_STEP:
+            return False
+        credit, stream.uncredited = stream.uncredited, 0
+        stream.receive_window += credit
+        self._window_update(stream.stream_id, credit)
+        return True
 
     def _flush(self, stream: StreamState, max_frames: int = 1 << 30) -> bool:
         """Send queued data (and a queued END_STREAM) while both windows allow; True if anything

@@ -162,8 +162,8 @@ class HboneStream:
 
     def acknowledge(self, size: int) -> None:
         """A sink drained `size` bytes: only now does the peer get that window back."""
-        self._link.core.acknowledge(self.stream_id, size)
-        self._link.flush()
+        if self._link.core.acknowledge(self.stream_id, size):
+            self._link.flush()
 
     def send(self, data: bytes | memoryview) -> bool:
         """Send `data` without waiting; False once the writer should pause until the sink's

@@ -18,6 +18,10 @@ class Phase(Enum):
     OPEN = "open"
     CLOSED = "closed"
 
+    # Members are singletons compared by identity: hash them by identity too, in C (Enum's own
+    # __hash__ is a Python call, and TRANSITIONS is looked up on every DATA sent).
+    __hash__ = object.__hash__
+
 
 class Op(Enum):
     """What can happen to a stream at the HBONE layer."""
@@ -28,6 +32,8 @@ class Op(Enum):
     ANSWERED_REFUSAL = "receive a refusal"
     SEND = "send data"
     END = "end the stream"
+
+    __hash__ = object.__hash__  # as Phase's
 
 
 # (phase, operation) -> next phase. Anything missing is a StreamStateError: data may flow only

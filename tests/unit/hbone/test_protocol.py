@@ -377,3 +377,21 @@ def test_a_stream_reset_mid_frame_drops_the_rest_and_the_connection_goes_on() ->
     pair.client.core.send_data(small, pattern(3, CONNECTION_WINDOW + MiB))
     pair.pump()
     assert len(pair.server.received[small]) == 10_000 + CONNECTION_WINDOW + MiB
+
+
+def test_a_small_send_leaves_at_once_and_small_acknowledgements_send_nothing() -> None:
+    pair = Pair()
+    sid = pair.open()
+    client, server = pair.client.core, pair.server.core
+    window = client.send_window
+    client.send_data(sid, b"q" * 1024)
+    assert client.buffered(sid) == 0 and client.send_window == window - 1024
+    wire = client.data_to_send()
+    assert len(wire) == 9 + 1024 and wire[3] == 0x0  # one DATA frame, nothing else
+    server.receive_data(wire)
+    # The consumer drained it: a quarter of the stream window is the step for a WINDOW_UPDATE.
+    assert server.acknowledge(sid, 1024) is False and server.data_to_send() == b""
+    assert server.acknowledge(sid, STREAM_WINDOW // 4) is True
+    update = server.data_to_send()
+    assert update[3] == 0x8 and int.from_bytes(update[9:13], "big") == STREAM_WINDOW // 4 + 1024
+    assert server.acknowledge(sid + 2, STREAM_WINDOW) is False  # no such stream: nothing to send
