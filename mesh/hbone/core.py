@@ -318,14 +318,17 @@ class HboneConnection:
         stream = self._streams.get(stream_id)
         return stream.queued if stream is not None else 0
 
-    def send_data(self, stream_id: int, data: bytes | memoryview) -> None:
-        """Queue `data` on the stream and send what the windows allow now."""
-        stream = self._transition(stream_id, Op.SEND)
+    def send_data(self, stream_id: int, data: bytes | memoryview) -> int:
+        """Queue `data` on the stream and send what the windows allow now; return how many of
+        the stream's bytes still wait for window (what `buffered` says)."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.phase is not Phase.OPEN:  # OPEN is the one phase that sends
+            stream = self._transition(stream_id, Op.SEND)
         if stream.end_queued:
             raise StreamStateError(stream_id, "half-closed (local)", Op.SEND.value)
         size = len(data)
         if not size:
-            return
+            return stream.queued
         if (
             not stream.outbox
             and size <= stream.send_window
@@ -337,13 +340,14 @@ class HboneConnection:
             stream.send_window -= size
             self._send_window -= size
             self._emit(frame_header(size, DATA, 0, stream.stream_id), data)
-            return
+            return 0
         if stream.outbox:
             stream.outbox.append(data)  # type: ignore[union-attr]
         else:
             stream.outbox = deque((data,))
         stream.queued += size
         self._flush(stream)
+        return stream.queued
 
     def end_stream(self, stream_id: int) -> list[Event]:
         """Half-close: END_STREAM after the queued data (a TCP FIN, Lessons 6)."""

@@ -90,6 +90,7 @@ class Link(asyncio.BufferedProtocol):
         self._on_request = on_request
         self._started = False
         self._early: list[bytes] = []
+        self._read_buffer = _shared_read_buffer()
         self._handlers: dict[type, Callable[[Any], None]] = {
             ev.DataReceived: self._on_data,
             ev.StreamEnded: lambda e: self.streams[e.stream_id]._on_eof(),
@@ -131,10 +132,10 @@ class Link(asyncio.BufferedProtocol):
             self.data_received(data)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _shared_read_buffer()
+        return self._read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(_shared_read_buffer()[:nbytes])
+        self.data_received(self._read_buffer[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
         """Feed the core (which copies `data` into its own buffer before anything else runs)."""

@@ -172,10 +172,13 @@ class HboneStream:
         if self._error is not None:
             raise self._error
         link = self._link
-        link.guard(link.core.send_data, self.stream_id, data)
+        try:
+            queued = link.core.send_data(self.stream_id, data)
+        except HboneProtocolError as e:
+            raise map_protocol_error(self.stream_id, e) from None
         link.flush()
         self.bytes_sent += len(data)
-        return not self._backed_up()
+        return not link.write_paused and queued <= WRITE_HIGH_WATER
 
     def _backed_up(self) -> bool:
         """Too much is queued behind flow control, or the connection's socket is backed up."""
