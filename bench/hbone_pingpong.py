@@ -5,7 +5,7 @@ process spends per round trip (user + system, from getrusage), with no schedulin
 processes in it: precise enough (about ±2 %) to compare two versions of the HBONE code, which
 the cluster benchmark's noise hides. Baseline: the same ping-pong over a plain TCP connection
 (asyncio streams). HBONE: one CONNECT stream over mutual TLS 1.3 (test certificates), echoed by
-the server's stream handler.
+the server's stream handler. Relay: what both ztunnels do, in this one process (see `relay`).
 
 Run: .venv/bin/python bench/hbone_pingpong.py [--messages 20000] [--loop uvloop|asyncio]
 Loopback only; nothing outlives the run.
@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import resource
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mesh.hbone import HboneClient, HboneServer, HboneStream
+from mesh.hbone.splice import Tunnel, open_tcp, start_splice
 from tests.unit.hbone.pki import Pki
 
 HOST = "127.0.0.1"
@@ -100,8 +102,61 @@ async def hbone(count: int) -> dict[str, float]:
         await server.close(grace=1.0)
 
 
+async def relay(count: int) -> dict[str, float]:
+    """Both ztunnels' work in one process: a plain TCP client, accepted and spliced into an HBONE
+    stream (node-1's outbound), the stream accepted and spliced into a TCP connection to the echo
+    (node-2's inbound). Against plain TCP, the difference is what two ztunnels cost per round
+    trip with no scheduling or cache misses in it."""
+    pki = Pki()
+    loop = asyncio.get_running_loop()
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1 << 16):
+            writer.write(data)
+        writer.close()
+
+    echo_server = await asyncio.start_server(echo, HOST, 0)
+    echo_port = echo_server.sockets[0].getsockname()[1]
+    tunnels: list[Tunnel] = []
+
+    async def inbound(stream: HboneStream) -> None:
+        upstream = await open_tcp(HOST, echo_port)
+        stream.accept()
+        tunnel = await start_splice(stream, upstream)
+        tunnels.append(tunnel)
+        await tunnel.finished
+
+    server = HboneServer(pki.server("web"), inbound, trust_domain="cluster.local")
+    await server.listen(HOST, 0)
+    client = await HboneClient.connect(
+        server.address, pki.client("sleep"), expected_identities={"spiffe://cluster.local/ns/default/sa/web"}
+    )
+    listener = socket.create_server((HOST, 0))
+    listener.setblocking(False)
+    dial = asyncio.ensure_future(asyncio.open_connection(HOST, listener.getsockname()[1]))
+    accepted, _ = await loop.sock_accept(listener)
+    tunnels.append(await start_splice(await client.open(f"{HOST}:{echo_port}"), accepted))
+    reader, writer = await dial
+
+    async def round_trip() -> None:
+        writer.write(MESSAGE)
+        await reader.readexactly(len(MESSAGE))
+
+    try:
+        return await measure(round_trip, count)
+    finally:
+        writer.close()  # the FIN crosses both tunnels; the echo closes and they finish
+        await asyncio.wait([tunnel.finished for tunnel in tunnels], timeout=5)
+        for tunnel in tunnels:
+            tunnel.cut(ConnectionAbortedError("benchmark over"))
+        listener.close()
+        client.close()
+        await server.close(grace=1.0)
+        echo_server.close()
+
+
 async def run(count: int) -> dict[str, dict[str, float]]:
-    return {"tcp": await plain_tcp(count), "hbone": await hbone(count)}
+    return {"tcp": await plain_tcp(count), "hbone": await hbone(count), "relay": await relay(count)}
 
 
 def main() -> None:
@@ -112,14 +167,18 @@ def main() -> None:
     if args.loop == "uvloop":
         uvloop.install()
     figures = asyncio.run(run(args.messages))
-    tcp, mesh = figures["tcp"], figures["hbone"]
+    tcp, mesh, both = figures["tcp"], figures["hbone"], figures["relay"]
     print(f"1 KB ping-pong, {args.messages} round trips, one process ({args.loop})")
-    for name, f in (("plain TCP", tcp), ("HBONE", mesh)):
+    for name, f in (("plain TCP", tcp), ("HBONE", mesh), ("relay", both)):
         print(
             f"  {name:<10} {f['cpu_us']:6.1f} µs CPU per round trip "
             f"({f['user_us']:.1f} user + {f['system_us']:.1f} system), wall {f['wall_us']:.1f} µs"
         )
     print(f"  HBONE costs {mesh['cpu_us'] / tcp['cpu_us']:.2f}x plain TCP's CPU per round trip")
+    print(
+        f"  relay (TCP -> splice -> HBONE -> splice -> TCP, both ztunnels' work): "
+        f"+{both['cpu_us'] - tcp['cpu_us']:.1f} µs CPU per round trip over plain TCP"
+    )
     print(json.dumps(figures))
 
 

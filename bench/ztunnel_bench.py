@@ -6,7 +6,8 @@ path in the same run.
 - namespace `bench-mesh` (ambient): the same pair, so its traffic goes client pod → node-1's
   ztunnel (15001) → HBONE mTLS → node-2's ztunnel (15008) → server pod.
 The load generator runs in this process with its sockets created inside the client pods' netns
-(as `kubectl exec` would), under uvloop. Figures, each for both paths:
+(as `kubectl exec` would), under uvloop. Figures, each for both paths (the median of `--repeats`
+runs, the paths alternating):
 - bulk MB/s: 256 KiB writes for `--seconds`, then FIN and the sink's byte count;
 - 1-byte round trip p50/p99 (µs) over one connection;
 - new connections per second (connect, 1-byte echo, close; 16 at a time);
@@ -14,7 +15,8 @@ The load generator runs in this process with its sockets created inside the clie
   the two ztunnels expressed per 1000 rps;
 - ztunnel RSS idle, and with `--pods` extra pods enrolled and `--open` connections held open.
 
-Run as root: .venv/bin/python bench/ztunnel_bench.py [--seconds 4] [--rate 1000] [--pods 100] [--open 1000]
+Run as root: .venv/bin/python bench/ztunnel_bench.py [--seconds 4] [--rate 1000] [--repeats 3] [--pods 100]
+[--open 1000]
 Only the cluster's own namespaces carry traffic; `meshctl cluster down` runs in a finally.
 """
 
@@ -26,6 +28,7 @@ import json
 import os
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -286,21 +289,37 @@ def row(name: str, direct: float, mesh: float, unit: str, better_high: bool = Tr
 
 
 async def measure(paths: list[PodPair], args: argparse.Namespace, pids: list[int]) -> dict:
-    direct, mesh = paths
+    """Each figure `--repeats` times, the two paths alternating (so both see the same moments of
+    a noisy machine), and the median run reported: one run's p50 or CPU moves by ±10 % here."""
     for path in paths:
         deadline = time.monotonic() + 30
         while not await echo_once(path):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the {path.name} path does not answer")
             await asyncio.sleep(0.2)
-    out: dict = {}
-    for path in (direct, mesh):
+    for path in paths:
         await bulk(path, 1)  # warm up (the mesh path's HBONE connection and certificates)
+    runs: dict[str, dict[str, list]] = {p.name: {"bulk": [], "rtt": [], "reqresp": []} for p in paths}
+    for _ in range(args.repeats):
+        for path in paths:
+            mine = runs[path.name]
+            mine["bulk"].append(await bulk(path, args.seconds))
+            mine["rtt"].append(await rtt(path, args.rtts))
+            mine["reqresp"].append(await request_response(path, args.rate, args.seconds, pids))
+    out: dict = {}
+    for path in paths:
+        mine = runs[path.name]
+        by_cpu = sorted(mine["reqresp"], key=lambda r: (r["vcpu_per_1000rps"], r["p50"]))
         out[path.name] = {
-            "bulk_mb_s": await bulk(path, args.seconds),
-            "rtt_us": await rtt(path, args.rtts),
+            "bulk_mb_s": statistics.median(mine["bulk"]),
+            "rtt_us": [statistics.median(r[0] for r in mine["rtt"]), statistics.median(r[1] for r in mine["rtt"])],
             "conn_per_s": await connection_rate(path, args.seconds),
-            "reqresp": await request_response(path, args.rate, args.seconds, pids),
+            "reqresp": by_cpu[len(by_cpu) // 2],
+            "runs": {
+                "bulk_mb_s": mine["bulk"],
+                "rtt_p50_us": [r[0] for r in mine["rtt"]],
+                "vcpu_per_1000rps": [r["vcpu_per_1000rps"] for r in mine["reqresp"]],
+            },
         }
     return out
 
@@ -335,6 +354,15 @@ def report_traffic(figures: dict) -> None:
     print(f"  {'ztunnels CPU (both)':<28} {rr_m['vcpu_per_1000rps']:.3f} vCPU per 1000 rps (mesh path)")
     each = ", ".join(f"{u + s:.3f} ({u:.3f} user + {s:.3f} system)" for u, s in rr_m.get("per_ztunnel", []))
     print(f"  {'  each ztunnel':<28} {each}")
+    runs = m["runs"]
+    print(
+        f"  {'median of':<28} {len(runs['bulk_mb_s'])} runs; mesh bulk "
+        + "/".join(f"{v:.0f}" for v in runs["bulk_mb_s"])
+        + " MB/s, RTT p50 "
+        + "/".join(f"{v:.0f}" for v in runs["rtt_p50_us"])
+        + " µs, vCPU "
+        + "/".join(f"{v:.3f}" for v in runs["vcpu_per_1000rps"])
+    )
 
 
 async def run(state: Path, args: argparse.Namespace) -> None:
@@ -389,6 +417,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--rtts", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=1000, help="1 KB request-response rate (requests/s)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each figure; the median is reported")
     parser.add_argument("--pods", type=int, default=100, help="extra enrolled pods for the RSS figure")
     parser.add_argument("--open", type=int, default=1000, help="connections held open for the RSS figure")
     parser.add_argument("--memory-only", action="store_true", help="skip the traffic figures; only the RSS ones")
