@@ -53,21 +53,25 @@ async def measure(round_trip: Callable[[], Awaitable[None]], count: int) -> dict
     }
 
 
-async def plain_tcp(count: int) -> dict[str, float]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(1 << 16):
-            writer.write(data)
-        writer.close()
+async def tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(1 << 16):
+        writer.write(data)
+    writer.close()
 
-    server = await asyncio.start_server(echo, HOST, 0)
-    reader, writer = await asyncio.open_connection(HOST, server.sockets[0].getsockname()[1])
 
+def tcp_round_trip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Callable[[], Awaitable[None]]:
     async def round_trip() -> None:
         writer.write(MESSAGE)
         await reader.readexactly(len(MESSAGE))
 
+    return round_trip
+
+
+async def plain_tcp(count: int) -> dict[str, float]:
+    server = await asyncio.start_server(tcp_echo, HOST, 0)
+    reader, writer = await asyncio.open_connection(HOST, server.sockets[0].getsockname()[1])
     try:
-        return await measure(round_trip, count)
+        return await measure(tcp_round_trip(reader, writer), count)
     finally:
         writer.close()
         server.close()
@@ -110,12 +114,7 @@ async def relay(count: int) -> dict[str, float]:
     pki = Pki()
     loop = asyncio.get_running_loop()
 
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(1 << 16):
-            writer.write(data)
-        writer.close()
-
-    echo_server = await asyncio.start_server(echo, HOST, 0)
+    echo_server = await asyncio.start_server(tcp_echo, HOST, 0)
     echo_port = echo_server.sockets[0].getsockname()[1]
     tunnels: list[Tunnel] = []
 
@@ -137,13 +136,8 @@ async def relay(count: int) -> dict[str, float]:
     accepted, _ = await loop.sock_accept(listener)
     tunnels.append(await start_splice(await client.open(f"{HOST}:{echo_port}"), accepted))
     reader, writer = await dial
-
-    async def round_trip() -> None:
-        writer.write(MESSAGE)
-        await reader.readexactly(len(MESSAGE))
-
     try:
-        return await measure(round_trip, count)
+        return await measure(tcp_round_trip(reader, writer), count)
     finally:
         writer.close()  # the FIN crosses both tunnels; the echo closes and they finish
         await asyncio.wait([tunnel.finished for tunnel in tunnels], timeout=5)
