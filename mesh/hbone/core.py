@@ -364,7 +364,15 @@ class HboneConnection:
         """The consumer drained `size` bytes of the stream: give that much window back. True if
         that queued a WINDOW_UPDATE (there is then something to send)."""
         stream = self._streams.get(stream_id)
-        return stream is not None and self._credit_stream(stream, size)
+        if stream is None or stream.remote_ended:
+            return False  # gone, or its peer sends no more: its window no longer matters
+        stream.uncredited += size
+        if stream.uncredited < _STREAM_CREDIT_STEP:
+            return False
+        credit, stream.uncredited = stream.uncredited, 0
+        stream.receive_window += credit
+        self._window_update(stream.stream_id, credit)
+        return True
 
     def reset_stream(self, stream_id: int, error_code: int = ErrorCodes.CANCEL) -> list[Event]:
         """Abort the stream with RST_STREAM; queued data is dropped."""
@@ -390,18 +398,6 @@ class HboneConnection:
         # Already closed by the peer: nothing to abort.
         with suppress(h2.exceptions.StreamClosedError):
             self._h2.reset_stream(stream_id, error_code)
-
-    def _credit_stream(self, stream: StreamState, size: int) -> bool:
-        """Return `size` consumed bytes to the stream's window; True if a WINDOW_UPDATE went out."""
-        if stream.remote_ended:
-            return False  # the peer sends no more on this stream; its window no longer matters
-        stream.uncredited += size
-        if stream.uncredited < _STREAM_CREDIT_STEP:
-            return False
-        credit, stream.uncredited = stream.uncredited, 0
-        stream.receive_window += credit
-        self._window_update(stream.stream_id, credit)
-        return True
 
     def _flush(self, stream: StreamState, max_frames: int = 1 << 30) -> bool:
         """Send queued data (and a queued END_STREAM) while both windows allow; True if anything
@@ -508,7 +504,7 @@ class HboneConnection:
         else:
             data = bytes(frame[start : start + length])
         if length > len(data):
-            self._credit_stream(stream, length - len(data))  # padding is nobody's to consume
+            self.acknowledge(stream.stream_id, length - len(data))  # padding is nobody's to consume
         if data:
             out.append(DataReceived(stream_id=stream.stream_id, data=data))
         if flags & END_STREAM:  # h2 keeps the stream states: tell it, without the payload
