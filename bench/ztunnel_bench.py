@@ -226,6 +226,9 @@ async def request_response(path: PodPair, rate: float, seconds: float, pids: lis
     """1 KB requests answered by 1 KB (the echo), paced at `rate` in total over `conns` connections."""
     streams = [await open_from(path, ECHO) for _ in range(conns)]
     payload = b"r" * 1024
+    for reader, writer in streams:  # each tunnel set up end to end before the CPU is read
+        writer.write(payload)
+        await reader.readexactly(len(payload))
     latencies: list[float] = []
     interval = conns / rate
 

@@ -19,7 +19,7 @@ class Phase(Enum):
     CLOSED = "closed"
 
     # Members are singletons compared by identity: hash them by identity too, in C (Enum's own
-    # __hash__ is a Python call, and TRANSITIONS is looked up on every DATA sent).
+    # __hash__ is a Python call, and TRANSITIONS is looked up on every stream operation).
     __hash__ = object.__hash__
 
 
