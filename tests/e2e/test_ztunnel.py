@@ -68,7 +68,11 @@ class Mesh:
 
 def _stop_pid(pid: int, sig: int = signal.SIGTERM) -> None:
     os.kill(pid, sig)
-    ops.wait(lambda: not Path(f"/proc/{pid}").exists() or b"zombie" in _status(pid), 15, f"pid {pid} to exit")
+    ops.wait(lambda: not _running(pid), 15, f"pid {pid} to exit")
+
+
+def _running(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and b"zombie" not in _status(pid)
 
 
 def _status(pid: int) -> bytes:
@@ -403,6 +407,42 @@ def test_certificates_rotate_under_a_long_lived_stream(mesh: Mesh) -> None:
     rounds = mesh.stream.rounds
     ops.wait(lambda: mesh.stream.rounds > rounds, 5, "the stream to keep flowing")
     assert mesh.get("sleep", "web-api") is not None
+
+
+def test_sigterm_drains_open_connections_until_the_deadline_and_takes_no_new_ones(mesh: Mesh) -> None:
+    """SIGTERM: the in-pod listeners close at once, so a new connection from sleep is refused (it
+    does not slip past the mesh); the open ones keep flowing until the drain deadline (5 s by
+    default), are cut then, and the process exits. A new ztunnel then takes over."""
+    stream = ops.EchoStream(ops.connect(mesh.pods["sleep"], mesh.ip("web-api"), ops.ECHO_PORT)).start()
+    pid = mesh.processes()["node-1/ztunnel"]
+    try:
+        ops.wait(lambda: stream.rounds >= 2, 5, "a new echo stream from sleep")
+        os.kill(pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        ops.wait(lambda: _refused(mesh, "sleep", "web-api"), 3, "new connections from sleep to be refused")
+        rounds = stream.rounds
+        time.sleep(2)
+        assert _running(pid), "ztunnel exited before its drain deadline"
+        assert stream.failures == [] and stream.rounds > rounds, "the open connection stopped during the drain"
+        ops.wait(lambda: not _running(pid), 15, "ztunnel to exit after the drain")
+        drained = time.monotonic() - signalled
+        assert drained >= 4.5, f"ztunnel exited {drained:.1f}s after SIGTERM, before the 5 s deadline"
+        ops.wait(lambda: stream.failures, 5, "the open connection to be cut at the deadline")
+    finally:
+        stream.stop()
+        _up(mesh.state)
+        ops.wait(lambda: _ready("node-1"), 30, "node-1's new ztunnel ready")
+    ops.wait(lambda: mesh.get("sleep", "web-api"), 10, "traffic through the new ztunnel")
+
+
+def _refused(mesh: Mesh, source: str, target: str) -> bool:
+    try:
+        ops.connect(mesh.pods[source], mesh.ip(target), ops.HTTP_PORT, timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def test_a_ztunnel_restart_keeps_pods_and_traffic_is_back_within_2s(mesh: Mesh) -> None:
