@@ -49,6 +49,7 @@ from .frames import (
     WINDOW_UPDATE,
     frame_header,
     install_cheap_frame_repr,
+    join_small_runs,
 )
 from .stream_state import TRANSITIONS, Op, Phase, StreamState
 
@@ -251,19 +252,7 @@ class HboneConnection:
         if pending:
             out.append(pending)
         self._out = []
-        parts: list[bytes | memoryview] = []
-        run: list[bytes | memoryview] = []
-        for part in out:
-            if len(part) < _JOIN_BELOW:
-                run.append(part)
-                continue
-            if run:
-                parts.append(b"".join(run) if len(run) > 1 else run[0])
-                run = []
-            parts.append(part)
-        if run:
-            parts.append(b"".join(run) if len(run) > 1 else run[0])
-        return parts
+        return join_small_runs(out, _JOIN_BELOW)
 
     def _emit(self, *parts: bytes | memoryview) -> None:
         """Queue frames written here after whatever h2 has queued so far (frame order is kept)."""
@@ -321,9 +310,7 @@ class HboneConnection:
     def send_data(self, stream_id: int, data: bytes | memoryview) -> int:
         """Queue `data` on the stream and send what the windows allow now; return how many of
         the stream's bytes still wait for window (what `buffered` says)."""
-        stream = self._streams.get(stream_id)
-        if stream is None or stream.phase is not Phase.OPEN:  # OPEN is the one phase that sends
-            stream = self._transition(stream_id, Op.SEND)
+        stream = self._transition(stream_id, Op.SEND)
         if stream.end_queued:
             raise StreamStateError(stream_id, "half-closed (local)", Op.SEND.value)
         size = len(data)
@@ -335,11 +322,7 @@ class HboneConnection:
             and size <= self._send_window
             and size <= self._h2.max_outbound_frame_size
         ):
-            # The common case (a request or a response, windows open): one frame at once, with
-            # no queue to make and empty.
-            stream.send_window -= size
-            self._send_window -= size
-            self._emit(frame_header(size, DATA, 0, stream.stream_id), data)
+            self._emit_data(stream, data)  # the common case: no queue to make and empty
             return 0
         if stream.outbox:
             stream.outbox.append(data)  # type: ignore[union-attr]
@@ -409,17 +392,21 @@ class HboneConnection:
             if window <= 0:
                 break
             chunk = stream.take(min(window, self._h2.max_outbound_frame_size))
-            size = len(chunk)
-            stream.queued -= size
-            stream.send_window -= size
-            self._send_window -= size
-            self._emit(frame_header(size, DATA, 0, sid), chunk)
+            stream.queued -= len(chunk)
+            self._emit_data(stream, chunk)
             sent = True
             max_frames -= 1
         if stream.end_queued and not stream.outbox and not stream.local_ended:
             self._h2.end_stream(sid)  # an empty DATA with END_STREAM, so h2's stream state follows
             stream.local_ended = sent = True
         return sent
+
+    def _emit_data(self, stream: StreamState, chunk: bytes | memoryview) -> None:
+        """One DATA frame of `chunk`, charged to both send windows."""
+        size = len(chunk)
+        stream.send_window -= size
+        self._send_window -= size
+        self._emit(frame_header(size, DATA, 0, stream.stream_id), chunk)
 
     def _flush_all(self, out: list[Event]) -> None:
         """After a window opened: round-robin one frame per stream, so one bulk stream cannot

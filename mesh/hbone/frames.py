@@ -20,6 +20,24 @@ def frame_header(length: int, frame_type: int, flags: int, stream_id: int) -> by
     return FRAME_HEADER.pack(length >> 8, length & 0xFF, frame_type, flags, stream_id)
 
 
+def join_small_runs(parts: list[bytes | memoryview], below: int) -> list[bytes | memoryview]:
+    """`parts` in order, each run of pieces shorter than `below` (frame headers, small frames)
+    joined into one, larger pieces left as they are (no bulk byte copied to join them)."""
+    joined: list[bytes | memoryview] = []
+    run: list[bytes | memoryview] = []
+    for part in parts:
+        if len(part) < below:
+            run.append(part)
+            continue
+        if run:
+            joined.append(b"".join(run) if len(run) > 1 else run[0])
+            run = []
+        joined.append(part)
+    if run:
+        joined.append(b"".join(run) if len(run) > 1 else run[0])
+    return joined
+
+
 def _cheap_frame_repr(frame: hyperframe.frame.Frame) -> str:
     return f"{type(frame).__name__}(stream_id={frame.stream_id})"
 

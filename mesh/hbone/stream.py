@@ -172,17 +172,17 @@ class HboneStream:
         if self._error is not None:
             raise self._error
         link = self._link
-        try:
-            queued = link.core.send_data(self.stream_id, data)
-        except HboneProtocolError as e:
-            raise map_protocol_error(self.stream_id, e) from None
+        queued = link.guard(link.core.send_data, self.stream_id, data)
         link.flush()
         self.bytes_sent += len(data)
-        return not link.write_paused and queued <= WRITE_HIGH_WATER
+        return not self._backed_up(queued)
 
-    def _backed_up(self) -> bool:
-        """Too much is queued behind flow control, or the connection's socket is backed up."""
-        return self._link.write_paused or self._link.core.buffered(self.stream_id) > WRITE_HIGH_WATER
+    def _backed_up(self, queued: int | None = None) -> bool:
+        """Too much is queued behind flow control (`queued`, else the core's count), or the
+        connection's socket is backed up."""
+        if queued is None:
+            queued = self._link.core.buffered(self.stream_id)
+        return self._link.write_paused or queued > WRITE_HIGH_WATER
 
     def close_write(self) -> None:
         """Half-close: END_STREAM after what is queued (the tunnelled TCP FIN). Reading goes on."""
