@@ -55,6 +55,9 @@ def default_node(state_dir: Path) -> str:
 
 def admin_url(state_dir: Path, node: str, port: int = ADMIN_PORT) -> str:
     path = state_dir / "nodes" / node / "node.json"
+    if not path.exists():
+        known = ", ".join(sorted(p.parent.name for p in (state_dir / "nodes").glob("*/node.json"))) or "none"
+        raise ZtunnelConfigError(f"no node {node} in the cluster at {state_dir} (its nodes: {known})")
     try:
         ip = json.loads(path.read_text())["ip"]
     except (OSError, ValueError, KeyError) as e:
@@ -71,18 +74,32 @@ def fetch(url: str, timeout: float = 10) -> dict[str, Any]:
         raise ZtunnelConfigError(f"ztunnel at {url} did not answer /config_dump: {e}") from None
 
 
-def _waypoint(value: str | None) -> str:
-    return value or "None"
+def _waypoint(value: str | None, names: dict[str, str]) -> str:
+    """The waypoint's name, as istioctl prints it: ztunnel holds its address (`network/vip:port`
+    or `namespace/hostname:port`), which is looked up among the services it knows."""
+    if not value:
+        return "None"
+    return names.get(value.rsplit(":", 1)[0], value)
+
+
+def _service_names(dump: dict[str, Any]) -> dict[str, str]:
+    names = {}
+    for s in dump.get("services", []):
+        for vip in s.get("vips", []):
+            names[vip] = s.get("name") or s["hostname"]
+        names[f"{s['namespace']}/{s['hostname']}"] = s.get("name") or s["hostname"]
+    return names
 
 
 def workloads_table(dump: dict[str, Any]) -> str:
+    names = _service_names(dump)
     rows = [
         [
             w["namespace"],
             w["name"],
             ",".join(w["addresses"]) or "None",
             w["node"] or "None",
-            _waypoint(w.get("waypoint")),
+            _waypoint(w.get("waypoint"), names),
             "HBONE" if w["protocol"] == "HBONE" else "TCP",
         ]
         for w in dump.get("workloads", [])
@@ -91,12 +108,14 @@ def workloads_table(dump: dict[str, Any]) -> str:
 
 
 def services_table(dump: dict[str, Any]) -> str:
-    rows = []
+    rows, names = [], _service_names(dump)
     for s in dump.get("services", []):
         endpoints = s.get("endpoints", {}).values()
         healthy = sum(1 for e in endpoints if e["status"] == "HEALTHY")
         vips = ",".join(v.split("/", 1)[-1] for v in s.get("vips", [])) or "None"
-        rows.append([s["namespace"], s["hostname"], vips, _waypoint(s.get("waypoint")), f"{healthy}/{len(endpoints)}"])
+        rows.append(
+            [s["namespace"], s["hostname"], vips, _waypoint(s.get("waypoint"), names), f"{healthy}/{len(endpoints)}"]
+        )
     return table(["NAMESPACE", "SERVICE NAME", "SERVICE VIP", "WAYPOINT", "ENDPOINTS"], rows)
 
 

@@ -94,6 +94,51 @@ def test_services_count_healthy_endpoints() -> None:
     assert lines[1].split() == ["default", "web.default.svc.cluster.local", "198.19.0.5", "None", "1/2"]
 
 
+def test_a_waypoint_shows_by_the_name_of_the_service_at_its_address() -> None:
+    dump = {
+        "services": [
+            {
+                "namespace": "default",
+                "name": "web",
+                "hostname": "web.default.svc.cluster.local",
+                "vips": ["/198.19.0.5"],
+                "waypoint": "/198.19.0.9:15008",
+                "endpoints": {},
+            },
+            {
+                "namespace": "default",
+                "name": "waypoint",
+                "hostname": "waypoint.default.svc.cluster.local",
+                "vips": ["/198.19.0.9"],
+                "waypoint": None,
+                "endpoints": {},
+            },
+        ],
+        "workloads": [
+            {
+                "namespace": "default",
+                "name": "web-0",
+                "addresses": ["198.18.1.3"],
+                "node": "node-1",
+                "waypoint": "default/waypoint.default.svc.cluster.local:15008",
+                "protocol": "HBONE",
+            },
+            {
+                "namespace": "default",
+                "name": "web-1",
+                "addresses": ["198.18.1.4"],
+                "node": "node-1",
+                "waypoint": "/198.19.7.7:15008",
+                "protocol": "HBONE",
+            },
+        ],
+    }
+    services = [line.split() for line in zc.render(dump, "services").splitlines()[1:]]
+    assert [row[3] for row in services] == ["waypoint", "None"]
+    workloads = [line.split() for line in zc.render(dump, "workloads").splitlines()[1:]]
+    assert [row[4] for row in workloads] == ["waypoint", "/198.19.7.7:15008"]  # unknown: the address
+
+
 def test_policies_and_connections() -> None:
     assert zc.render(DUMP, "policies").splitlines()[1].split() == [
         "istio-system",
@@ -134,5 +179,5 @@ def test_node_address_comes_from_node_json(tmp_path: Path) -> None:
     (tmp_path / "nodes" / "node-2" / "node.json").write_text(json.dumps({"ip": "198.19.255.12"}))
     assert zc.default_node(tmp_path) == "node-2"
     assert zc.admin_url(tmp_path, "node-2") == "http://198.19.255.12:15000"
-    with pytest.raises(zc.ZtunnelConfigError, match="node-9"):
+    with pytest.raises(zc.ZtunnelConfigError, match=r"no node node-9 .*\(its nodes: node-2\)"):
         zc.admin_url(tmp_path, "node-9")
