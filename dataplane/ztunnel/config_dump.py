@@ -12,7 +12,7 @@ import enum
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -99,6 +99,11 @@ class CertificateView:
     certificate: Certificate | None
 
 
+def rfc3339(moment: datetime) -> str:
+    """UTC to the second with a `Z`, as ztunnel's dump and istioctl's columns write times."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _cert_entry(pem: str) -> dict[str, Any]:
     cert = x509.load_pem_x509_certificate(pem.encode())
     key = cert.public_key()
@@ -106,8 +111,8 @@ def _cert_entry(pem: str) -> dict[str, Any]:
     return {
         "pem": pem,
         "serialNumber": format(cert.serial_number, "x"),
-        "validFrom": cert.not_valid_before_utc.isoformat(),
-        "expirationTime": cert.not_valid_after_utc.isoformat(),
+        "validFrom": rfc3339(cert.not_valid_before_utc),
+        "expirationTime": rfc3339(cert.not_valid_after_utc),
         "issuer": cert.issuer.rfc4514_string(),
         "keyAlgorithm": algorithm,
     }
@@ -123,6 +128,6 @@ def certificate_json(view: CertificateView) -> dict[str, Any]:
         "state": status.state.value,
         "certChain": chain,
         "rootCert": roots,
-        "nextRefresh": status.next_refresh.isoformat() if status.next_refresh else None,
+        "nextRefresh": rfc3339(status.next_refresh) if status.next_refresh else None,
         "error": status.error,
     }
