@@ -9,10 +9,10 @@ memory. Reading it walks every object once, so it is for diagnosis, not for scra
 
 from __future__ import annotations
 
+import _tracemalloc  # the C half: is_tracing and get_traced_memory, without the module's imports
 import collections
 import ctypes
 import gc
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +61,19 @@ def objects_by_type(limit: int = TOP) -> list[tuple[str, int]]:
 
 def traced_lines(limit: int = TOP) -> list[dict[str, Any]]:
     """The source lines holding the most memory (tracemalloc must be tracing)."""
+    import tracemalloc  # here: it imports pickle and more, memory a proxy pays only when tracing
+
     stats = tracemalloc.take_snapshot().statistics("lineno")[:limit]
     return [{"where": str(s.traceback), "kb": round(s.size / 1024, 1), "blocks": s.count} for s in stats]
 
 
 def memory_report() -> dict[str, Any]:
     """The whole report (see the module docstring)."""
-    tracing = tracemalloc.is_tracing()
+    tracing = _tracemalloc.is_tracing()
     return {
         "resident_kb": resident_kb(),
         "heap_kb": heap_kb(),
         "gc_objects": dict(objects_by_type()),
         "traced": traced_lines() if tracing else "start with PYTHONTRACEMALLOC=1 to see lines",
-        "traced_total_kb": tracemalloc.get_traced_memory()[0] // 1024 if tracing else None,
+        "traced_total_kb": _tracemalloc.get_traced_memory()[0] // 1024 if tracing else None,
     }

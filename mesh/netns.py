@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import fcntl
 import os
 import socket
@@ -23,7 +22,9 @@ NETNS_DIR = Path("/var/run/netns")
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # ioctl: which kind of namespace an fd refers to
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The process's own symbols include libc's (ctypes.util.find_library would import shutil and
+# tempfile, a megabyte of each node proxy's memory, to find what is already loaded).
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class NetnsError(OSError):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import tempfile
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 
@@ -49,6 +48,8 @@ def _pem_path(pem: bytes) -> Iterator[str]:
         finally:
             os.close(fd)
         return
+    import tempfile  # only here: with its shutil, bz2 and lzma it costs a node proxy 1 MB
+
     with tempfile.NamedTemporaryFile(suffix=".pem") as handle:
         handle.write(pem)
         handle.flush()

@@ -18,6 +18,8 @@ HEAVY = (
     "prometheus_client",  # its package import loads http.server, urllib.request, wsgiref, email
     "envoy",  # the full xds-protos tree; ztunnel speaks delta ADS with proto/xds/delta_discovery.proto
     "udpa",
+    "tempfile",  # with shutil, bz2 and lzma, about 1 MB: ctypes.util.find_library would bring it
+    "tracemalloc",  # and pickle's friends; /debug/memory imports it only when tracing
 )
 
 
