@@ -41,7 +41,7 @@ import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from mesh import netns  # noqa: E402
+from mesh import admin_client, netns  # noqa: E402
 from mesh.memory_report import resident_kb  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -121,8 +121,16 @@ def extra_pods(client: httpx.Client, count: int) -> None:
         wait_running(client, "bench-mesh", f"idle-{i}", timeout=300)
 
 
+def ztunnel_admin(node: str, path: str, timeout: float = 10) -> dict:
+    """GET on node's ztunnel admin port: 127.0.0.1:15000 inside the node's namespace."""
+    status, body = admin_client.request(15000, path, namespace=f"mesh-{node}", timeout=timeout)
+    if status != 200:
+        raise RuntimeError(f"{node}'s ztunnel answered {path} with {status}")
+    return json.loads(body)
+
+
 def served_pods(node: str) -> int:
-    return len(httpx.get(f"http://{NODE_IP[node]}:15000/config_dump", timeout=10).json()["pods"])
+    return len(ztunnel_admin(node, "/config_dump")["pods"])
 
 
 # --- load ---------------------------------------------------------------------------------------
@@ -393,7 +401,7 @@ async def run(state: Path, args: argparse.Namespace) -> None:
                 time.sleep(0.5)
         pods_rss = [rss_mb(pid) for pid in pids]
         if args.memory_report:
-            before = {n: httpx.get(f"http://{ip}:15000/debug/memory", timeout=60).json() for n, ip in NODE_IP.items()}
+            before = {n: ztunnel_admin(n, "/debug/memory", timeout=60) for n in NODE_IP}
             Path(args.memory_report + ".pods").write_text(json.dumps(before, indent=1))
         writers = await hold_open(paths[1], args.open)
         await asyncio.sleep(2)
@@ -404,7 +412,7 @@ async def run(state: Path, args: argparse.Namespace) -> None:
             "open": len(writers),
         }
         if args.memory_report:
-            reports = {n: httpx.get(f"http://{ip}:15000/debug/memory", timeout=60).json() for n, ip in NODE_IP.items()}
+            reports = {n: ztunnel_admin(n, "/debug/memory", timeout=60) for n in NODE_IP}
             Path(args.memory_report).write_text(json.dumps(reports, indent=1))
         # Held longer: what a ztunnel carrying these connections settles at once its periodic
         # heap trim has run (what the opening handshakes freed goes back then).

@@ -212,7 +212,7 @@ def _cmd_ztunnel_config(args: argparse.Namespace) -> int:
         else:
             state = _state_dir(args.state_dir)
             node = args.node or zc.default_node(state)
-            dump = zc.fetch(zc.admin_url(state, node, args.proxy_admin_port))
+            dump = zc.fetch(zc.locate(state, node, args.proxy_admin_port))
     except (zc.ZtunnelConfigError, OSError, ValueError) as e:
         print(f"meshctl: {e}", file=sys.stderr)
         return 1

@@ -58,7 +58,7 @@ def _waypoint(w: bindings.WaypointView) -> Json:
 
 
 def describe_pod(store: ConfigStore, pod: Json, ztunnel: str | None, certificate: Json) -> Json:
-    """A pod's mesh facts; `ztunnel` is its node's ztunnel admin URL (None when unknown) and
+    """A pod's mesh facts; `ztunnel` is where its node's ztunnel admin answers (None when unknown) and
     `certificate` what `certificate_of` found (or a `skipped` note)."""
     services = bindings.services_of(store, pod)
     waypoints = bindings.pod_waypoints(store, pod)
@@ -245,17 +245,17 @@ def render(facts: Json, what: str, output: str) -> str:
 
 
 def _ztunnel(state_dir: Path, node: str | None) -> tuple[str | None, Json]:
-    """The node's ztunnel admin URL and the pod's certificate source: the dump, or a note."""
+    """Where the node's ztunnel admin answers and the pod's certificate source: the dump, or a note."""
     if not node:
         return None, {"skipped": "the pod is not scheduled on a node"}
     try:
-        url = zc.admin_url(state_dir, node)
+        admin = zc.locate(state_dir, node)
     except zc.ZtunnelConfigError as e:
         return None, {"skipped": f"certificate not shown: {e}"}
     try:
-        return url, {"dump": zc.fetch(url, timeout=3)}
+        return str(admin), {"dump": zc.fetch(admin, timeout=3)}
     except zc.ZtunnelConfigError as e:
-        return url, {"skipped": f"certificate not shown: {e}"}
+        return str(admin), {"skipped": f"certificate not shown: {e}"}
 
 
 def describe(store: ConfigStore, what: str, namespace: str, name: str, state_dir: Path) -> Json:
@@ -268,9 +268,9 @@ def describe(store: ConfigStore, what: str, namespace: str, name: str, state_dir
         )
     if what != "pod":
         return describe_service(store, obj)
-    url, source = _ztunnel(state_dir, (obj.get("spec") or {}).get("nodeName"))
+    admin, source = _ztunnel(state_dir, (obj.get("spec") or {}).get("nodeName"))
     certificate = certificate_of(source["dump"], bindings.identity_of(obj)) if "dump" in source else source
-    return describe_pod(store, obj, url, certificate)
+    return describe_pod(store, obj, admin, certificate)
 
 
 def run(args: argparse.Namespace, make_client: Callable[[argparse.Namespace], httpx.Client], state_dir: Path) -> int:

@@ -1,18 +1,21 @@
 """`meshctl ztunnel-config workloads|services|policies|certificates|connections|all`.
 
-Reads a node's ztunnel `/config_dump` over the underlay (the node's IP from
-`{state}/nodes/NODE/node.json`, admin port 15000) and prints it with istioctl's columns
+Reads a node's ztunnel `/config_dump` on 127.0.0.1:15000 inside the node's network namespace
+(`netns` in `{state}/nodes/NODE/node.json`; the port is the node's own, as `kubectl
+port-forward` reaches istioctl's ztunnel) and prints it with istioctl's columns
 (mesh-features-and-user-needs §C), or the raw sections with `-o json|yaml`.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
+
+from mesh import admin_client
 
 from .xds import table
 
@@ -45,33 +48,64 @@ class ZtunnelConfigError(Exception):
     """The dump could not be had; the message says where it looked."""
 
 
+def _own_node(state_dir: Path) -> str | None:
+    """The node whose own directory `state_dir` is (meshctl run on a node, as in a compose node
+    container: node.json sits in the state directory itself), else None."""
+    try:
+        return json.loads((state_dir / "node.json").read_text())["name"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def default_node(state_dir: Path) -> str:
     """The first node of the cluster (istioctl picks some ztunnel when none is named)."""
     nodes = sorted(p.parent.name for p in (state_dir / "nodes").glob("*/node.json"))
+    if not nodes and (own := _own_node(state_dir)):
+        return own
     if not nodes:
         raise ZtunnelConfigError(f"no nodes under {state_dir / 'nodes'} (is the cluster up? pass --state-dir)")
     return nodes[0]
 
 
-def admin_url(state_dir: Path, node: str, port: int = ADMIN_PORT) -> str:
+@dataclass(frozen=True)
+class AdminAddress:
+    """Where a node's ztunnel answers its admin port: 127.0.0.1 inside the node's network
+    namespace (`namespace`; None when meshctl runs on the node itself). The port listens on
+    loopback only, so that no pod can read or stop its ztunnel (mesh/admin_client.py)."""
+
+    namespace: str | None
+    port: int = ADMIN_PORT
+
+    def __str__(self) -> str:
+        return f"127.0.0.1:{self.port}" + (f" in network namespace {self.namespace}" if self.namespace else "")
+
+
+def locate(state_dir: Path, node: str, port: int = ADMIN_PORT) -> AdminAddress:
+    """Node `node`'s ztunnel admin, from its node.json (`netns`: the namespace the cluster made)."""
+    if _own_node(state_dir) == node:
+        return AdminAddress(None, port)
     path = state_dir / "nodes" / node / "node.json"
     if not path.exists():
         known = ", ".join(sorted(p.parent.name for p in (state_dir / "nodes").glob("*/node.json"))) or "none"
         raise ZtunnelConfigError(f"no node {node} in the cluster at {state_dir} (its nodes: {known})")
     try:
-        ip = json.loads(path.read_text())["ip"]
-    except (OSError, ValueError, KeyError) as e:
-        raise ZtunnelConfigError(f"cannot read node {node}'s address from {path}: {e}") from None
-    return f"http://{ip}:{port}"
+        return AdminAddress(json.loads(path.read_text()).get("netns"), port)
+    except (OSError, ValueError, AttributeError) as e:
+        raise ZtunnelConfigError(f"cannot read node {node}'s {path}: {e}") from None
 
 
-def fetch(url: str, timeout: float = 10) -> dict[str, Any]:
+def fetch(admin: AdminAddress, timeout: float = 10) -> dict[str, Any]:
+    """The ztunnel's /config_dump."""
     try:
-        response = httpx.get(f"{url}/config_dump", timeout=timeout)
-        response.raise_for_status()
-        return response.json()
-    except (httpx.HTTPError, ValueError) as e:
-        raise ZtunnelConfigError(f"ztunnel at {url} did not answer /config_dump: {e}") from None
+        status, body = admin_client.request(admin.port, "/config_dump", namespace=admin.namespace, timeout=timeout)
+    except admin_client.AdminError as e:
+        raise ZtunnelConfigError(f"ztunnel did not answer: {e}") from None
+    if status != 200:
+        raise ZtunnelConfigError(f"ztunnel at {admin} answered /config_dump with {status}: {body[:200]!r}")
+    try:
+        return json.loads(body)
+    except ValueError as e:
+        raise ZtunnelConfigError(f"ztunnel at {admin} answered /config_dump with no JSON: {e}") from None
 
 
 def _waypoint(value: str | None, names: dict[str, str]) -> str:

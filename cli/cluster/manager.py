@@ -207,6 +207,7 @@ def _register(state_dir: Path, node: topology.NodePlan, client: httpx.Client, pr
         xds=f"{topology.ROOT_IP}:15010",
         xds_mtls=f"{topology.ROOT_IP}:15013",
         root_cert=str(state_dir / "root-cert.pem"),
+        netns=node.netns,
     )
     registration.write_node_files(ndir, info, topology.conflist(node, str(ndir)))
 

@@ -45,10 +45,13 @@ def node_info(
     xds: str,
     xds_mtls: str,
     root_cert: str,
+    netns: str | None = None,
 ) -> dict[str, str]:
-    """The content of `node.json` (docs/cluster.md), which every node process reads."""
+    """The content of `node.json` (docs/cluster.md), which every node process reads; `netns`, the
+    node's network namespace where the cluster made one (meshctl reaches ztunnel's admin there)."""
     return {
         "name": name,
+        **({"netns": netns} if netns else {}),
         "ip": ip,
         "pod_cidr": pod_cidr,
         "istiod": istiod,

@@ -79,7 +79,7 @@ class Waypoint:
         )
         host = config.listen_address
         return [
-            await admin_http.serve(host, config.admin_port, admin_routes(sources)),
+            await admin_http.serve(config.admin_address, config.admin_port, admin_routes(sources)),
             await admin_http.serve(host, config.metrics_port, metrics_routes(self.metrics)),
             await admin_http.serve(host, config.readiness_port, readiness_routes(self.readiness)),
         ]

@@ -45,7 +45,10 @@ class WaypointSettings(CommonSettings):
     root_cert: Path | None = Field(None, description="the trust bundle")
     ca_address: str = Field("", description="mesh-ca HOST:PORT")
     xds_address: str = Field("", description="mesh-xds mTLS HOST:PORT")
-    listen_address: str = Field("0.0.0.0", description="the address every port listens on")
+    listen_address: str = Field("0.0.0.0", description="the address every port but the admin port listens on")
+    admin_address: str = Field(
+        "127.0.0.1", description="where the admin port listens (the pod's loopback: other pods must not reach it)"
+    )
     hbone_port: int = Field(HBONE_PORT, ge=0, le=65535, description="HBONE (mTLS, HTTP/2 CONNECT)")
     admin_port: int = Field(ADMIN_PORT, ge=0, le=65535, description="/config_dump, /quitquitquit")
     metrics_port: int = Field(METRICS_PORT, ge=0, le=65535, description="/stats/prometheus")
@@ -77,6 +80,7 @@ class WaypointConfig:
     ca_address: str
     xds_address: str
     listen_address: str
+    admin_address: str
     hbone_port: int
     admin_port: int
     metrics_port: int
@@ -155,10 +159,14 @@ def resolve(settings: WaypointSettings) -> WaypointConfig:
         if not path.is_file():
             raise ConfigError(f"{env}={path} (no such file)")
         files[env] = path
-    try:
-        ipaddress.ip_address(settings.listen_address)
-    except ValueError:
-        raise ConfigError(f"MESH_LISTEN_ADDRESS={settings.listen_address} (not an IP address)") from None
+    for env, address in (
+        ("MESH_LISTEN_ADDRESS", settings.listen_address),
+        ("MESH_ADMIN_ADDRESS", settings.admin_address),
+    ):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"{env}={address} (not an IP address)") from None
     return WaypointConfig(
         gateway_namespace=gw_namespace,
         gateway_name=gw_name,
@@ -171,6 +179,7 @@ def resolve(settings: WaypointSettings) -> WaypointConfig:
         ca_address=_address("MESH_CA_ADDRESS", _required("MESH_CA_ADDRESS", settings.ca_address)),
         xds_address=_address("MESH_XDS_ADDRESS", _required("MESH_XDS_ADDRESS", settings.xds_address)),
         listen_address=settings.listen_address,
+        admin_address=settings.admin_address,
         hbone_port=settings.hbone_port,
         admin_port=settings.admin_port,
         metrics_port=settings.metrics_port,

@@ -112,7 +112,7 @@ class Ztunnel:
             time.time(),
         )
         return [
-            await http.serve(config.node_ip, config.admin_port, admin_routes(sources)),
+            await http.serve(config.admin_address, config.admin_port, admin_routes(sources)),
             await http.serve(config.node_ip, config.metrics_port, metrics_routes(self.metrics)),
             await http.serve(config.node_ip, config.readiness_port, readiness_routes(self.readiness)),
         ]

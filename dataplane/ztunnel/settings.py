@@ -8,6 +8,7 @@ settings into a `ZtunnelConfig` once, with errors of the form `NAME=VALUE (reaso
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,12 +32,15 @@ class ZtunnelSettings(PlainSettings):
     (mesh/plain_settings.py): pydantic would cost ztunnel 12 MB of resident memory."""
 
     node: str = setting("", "this node's name (default: `name` in {state-dir}/node.json)")
-    node_ip: str = setting("", "the node's underlay IP for admin/metrics/readiness (default: node.json `ip`)")
+    node_ip: str = setting("", "the node's underlay IP for metrics and readiness (default: node.json `ip`)")
     xds_address: str = setting("", "mesh-xds HOST:PORT (default: node.json `xds`)")
     ca_address: str = setting("", "mesh-ca HOST:PORT (default: node.json `ca`)")
     token_file: Path | None = setting(None, "the node token (default: {state-dir}/token)")
     root_cert: Path | None = setting(None, "the mesh's trust bundle (default: node.json `root_cert`)")
     zds_socket: Path | None = setting(None, "the node agent's ZDS socket (default: {state-dir}/ztunnel/zds.sock)")
+    admin_address: str = setting(
+        "127.0.0.1", "where the admin port listens (loopback of the node: pods must not reach it)"
+    )
     admin_port: int = setting(ADMIN_PORT, "/config_dump, /quitquitquit", ge=0, le=65535)
     metrics_port: int = setting(METRICS_PORT, "/stats/prometheus, /metrics", ge=0, le=65535)
     readiness_port: int = setting(READINESS_PORT, "/healthz/ready", ge=0, le=65535)
@@ -60,6 +64,7 @@ class ZtunnelConfig:
     token_file: Path
     root_cert: Path
     zds_socket: Path
+    admin_address: str
     admin_port: int
     metrics_port: int
     readiness_port: int
@@ -104,6 +109,10 @@ def resolve(settings: ZtunnelSettings) -> ZtunnelConfig:
             host_port(value)
         except ValueError as e:
             raise ConfigError(f"MESH_{name.upper()}={value} ({e})") from None
+    try:
+        ipaddress.ip_address(settings.admin_address)
+    except ValueError:
+        raise ConfigError(f"MESH_ADMIN_ADDRESS={settings.admin_address} (not an IP address)") from None
     token_file = settings.token_file or settings.state_dir / "token"
     root_cert = Path(_required("root_cert", settings.root_cert or info.get("root_cert"), where))
     for name, path in (("token_file", token_file), ("root_cert", root_cert)):
@@ -117,6 +126,7 @@ def resolve(settings: ZtunnelSettings) -> ZtunnelConfig:
         token_file=token_file,
         root_cert=root_cert,
         zds_socket=settings.zds_socket or settings.state_dir / "ztunnel" / "zds.sock",
+        admin_address=settings.admin_address,
         admin_port=settings.admin_port,
         metrics_port=settings.metrics_port,
         readiness_port=settings.readiness_port,

@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from mesh import netns
+from cli.cluster import topology
+from mesh import admin_client, netns
 
 PODAPP = str(Path(__file__).resolve().parents[2] / "cli" / "sample_app.py")
 HTTP_PORT, ECHO_PORT = 8080, 9000
@@ -202,7 +203,13 @@ class EchoStream:
 
 
 def admin(node_ip: str, path: str, port: int = 15000) -> httpx.Response:
-    return httpx.get(f"http://{node_ip}:{port}{path}", timeout=10)
+    """GET on a node's ztunnel: metrics (15020) and readiness (15021) on the node's underlay IP, the
+    admin port (15000) on 127.0.0.1 inside the node's namespace, where only it listens."""
+    if port != 15000:
+        return httpx.get(f"http://{node_ip}:{port}{path}", timeout=10)
+    node = next(n for n in topology.nodes(topology.MAX_NODES) if n.ip == node_ip)
+    status, body = admin_client.request(port, path, namespace=node.netns)
+    return httpx.Response(status, content=body, request=httpx.Request("GET", f"http://127.0.0.1:{port}{path}"))
 
 
 def config_dump(node_ip: str) -> dict:

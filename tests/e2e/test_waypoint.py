@@ -66,9 +66,10 @@ class Mesh:
         return self.client.get("/api/v1/namespaces/default/pods/waypoint-0").json()
 
     def waypoint_http(self, port: int, path: str) -> ops.Response:
-        """GET on the waypoint pod's own admin/metrics port, from inside its namespace."""
+        """GET on the waypoint pod's own admin/metrics port, from inside its namespace (the admin
+        port, 15000, listens on the pod's loopback only)."""
         pod = self.waypoint_pod()
-        with ops.HttpClient(pod, pod["status"]["podIP"], port) as client:
+        with ops.HttpClient(pod, "127.0.0.1" if port == 15000 else pod["status"]["podIP"], port) as client:
             return client.request("GET", path)
 
     def waypoint_log(self) -> str:
@@ -376,6 +377,15 @@ def test_waypoint_config_dump_lists_the_bound_services(mesh: Mesh) -> None:
     dump = json.loads(mesh.waypoint_http(15000, "/config_dump").body)
     text = json.dumps(dump)
     assert "web-api.default.svc.cluster.local" in text
+
+
+def test_no_other_pod_reaches_the_waypoints_admin_port(mesh: Mesh) -> None:
+    """/config_dump and POST /quitquitquit answer on the waypoint pod's loopback only (as Envoy's
+    admin does); its metrics port stays open to scrapers."""
+    waypoint_ip = mesh.waypoint_pod()["status"]["podIP"]
+    assert ops.http_get(mesh.pods["sleep"], waypoint_ip, 15000, "/config_dump") is None
+    assert b"istio_requests_total" in mesh.waypoint_http(15020, "/stats/prometheus").body
+    assert json.loads(mesh.waypoint_http(15000, "/config_dump").body)  # from inside its namespace
 
 
 def _jwt_fixtures() -> tuple[str, callable]:

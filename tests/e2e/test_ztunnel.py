@@ -10,6 +10,7 @@ rotation test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -237,6 +238,19 @@ def test_ztunnel_config_certificates_shows_sleep_identity(mesh: Mesh) -> None:
     assert abs(lifetime.total_seconds() - 24 * 3600) <= 120  # 24 h (the CA backdates not_before by a minute)
     for what in ("workloads", "services", "policies", "connections", "all"):
         meshctl("ztunnel-config", what, "--node", "node-1", "--state-dir", str(mesh.state))
+
+
+def test_no_pod_can_read_or_stop_its_nodes_ztunnel(mesh: Mesh) -> None:
+    """Every pod reaches its node's underlay IP; ztunnel's admin port (/config_dump, POST
+    /quitquitquit) listens on the node's loopback only, where meshctl and these tests enter."""
+    node_ip = NODE_IP["node-1"]
+    for source in ("sleep", "outsider"):  # enrolled (through ztunnel's 15001) and not
+        assert ops.http_get(mesh.pods[source], node_ip, 15000, "/config_dump") is None, source
+        with contextlib.suppress(OSError), ops.connect(mesh.pods[source], node_ip, 15000) as sock:
+            sock.sendall(b"POST /quitquitquit HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            sock.recv(1024)
+    assert ops.admin(node_ip, "/healthz/ready", 15021).status_code == 200  # still there, still ready
+    assert {p["name"] for p in ops.config_dump(node_ip)["pods"]} >= {"sleep"}  # from inside node-1
 
 
 # --- L4 authorization ---------------------------------------------------------------------------

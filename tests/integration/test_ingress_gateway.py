@@ -446,7 +446,7 @@ async def _start(parts: dict, istiod: harness.Istiod, ca: harness.MeshCa, node_t
 async def _stop(parts: dict) -> int | None:
     """Ask the gateway to quit (it must drain and exit 0), then stop the test's servers."""
     try:
-        return await stop_proxy(parts, GW_IP, timeout=10)
+        return await stop_proxy(parts, timeout=10)
     finally:
         if "backend" in parts:
             await parts["backend"].server.close(0.5)

@@ -83,7 +83,7 @@ def test_rbac_split_http2_and_no_chain(world: Running) -> None:
     assert v1 and v1[0].labels["destination_principal"] == str(ECHO)
     assert v1[0].labels["destination_workload_namespace"] == "default"
 
-    dump = httpx.get(f"http://{WP_IP}:{world.ports['admin']}/config_dump").json()
+    dump = httpx.get(f"http://127.0.0.1:{world.ports['admin']}/config_dump").json()
     assert dump["certificate"]["identity"] == str(WAYPOINT) and dump["certificate"]["serial"]
     assert {e["address"] for e in dump["clusters"][V2]["endpoints"]} == {"127.0.0.3:8080"}
     denied_line = world.log_line(lambda line: '"status":403' in line)  # access lines go out in batches
@@ -162,7 +162,7 @@ def test_outlier_detection_ejects_the_failing_endpoint(world: Running) -> None:
     statuses = world.run(scenario())
     assert statuses[:6].count(503) == 3, statuses  # round robin until the third 5xx ejects it
     assert statuses[6:] == [200] * 20, statuses
-    dump = httpx.get(f"http://{WP_IP}:{world.ports['admin']}/config_dump").json()
+    dump = httpx.get(f"http://127.0.0.1:{world.ports['admin']}/config_dump").json()
     ejected = [e["address"] for e in dump["clusters"][f"inbound-vip|80|outlier|{L7_HOST}"]["endpoints"] if e["ejected"]]
     assert ejected == ["127.0.0.7:8080"]
 

@@ -186,9 +186,10 @@ async def start_proxy(parts: dict, flags: dict[str, Any], env: dict[str, str], l
     raise AssertionError(f"{what} not ready: " + log.read_text()[-3000:])
 
 
-async def stop_proxy(parts: dict, ip: str, timeout: float = 15) -> int | None:
-    """Close the test's HBONE client (if any) and ask the process to quit (it must drain and exit
-    0); kill it if it has not exited after `timeout`. Its exit code, or None."""
+async def stop_proxy(parts: dict, timeout: float = 15) -> int | None:
+    """Close the test's HBONE client (if any) and ask the process to quit on its admin port, which
+    listens on 127.0.0.1 (it must drain and exit 0); kill it if it has not exited after `timeout`.
+    Its exit code, or None."""
     proc, code = parts.get("proc"), None
     try:
         if "client" in parts:
@@ -196,7 +197,7 @@ async def stop_proxy(parts: dict, ip: str, timeout: float = 15) -> int | None:
         if proc is not None and proc.returncode is None:
             async with httpx.AsyncClient() as web:
                 with contextlib.suppress(httpx.HTTPError):
-                    await web.post(f"http://{ip}:{parts['ports']['admin']}/quitquitquit")
+                    await web.post(f"http://127.0.0.1:{parts['ports']['admin']}/quitquitquit")
             with contextlib.suppress(TimeoutError):
                 code = await asyncio.wait_for(proc.wait(), timeout)
     finally:
@@ -279,7 +280,7 @@ async def _start(
 async def _stop(parts: dict) -> int | None:
     """Ask the waypoint to quit (it must drain and exit 0), then stop the test's servers."""
     try:
-        return await stop_proxy(parts, WP_IP)
+        return await stop_proxy(parts)
     finally:
         if "backends" in parts:
             await parts["backends"].server.close(0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from cli import ztunnel_config as zc
+from mesh.admin_http import admin_routes, serve
 
 DUMP = {
     "workloads": [
@@ -174,10 +176,32 @@ def test_all_has_every_section_and_json_yaml_give_the_raw_data() -> None:
     assert yaml.safe_load(zc.render(DUMP, "all", "yaml")) == DUMP
 
 
-def test_node_address_comes_from_node_json(tmp_path: Path) -> None:
+def test_the_admin_is_found_in_the_node_namespace_node_json_names(tmp_path: Path) -> None:
     (tmp_path / "nodes" / "node-2").mkdir(parents=True)
-    (tmp_path / "nodes" / "node-2" / "node.json").write_text(json.dumps({"ip": "198.19.255.12"}))
+    info = {"name": "node-2", "netns": "mesh-node-2", "ip": "198.19.255.12"}
+    (tmp_path / "nodes" / "node-2" / "node.json").write_text(json.dumps(info))
     assert zc.default_node(tmp_path) == "node-2"
-    assert zc.admin_url(tmp_path, "node-2") == "http://198.19.255.12:15000"
+    admin = zc.locate(tmp_path, "node-2")
+    assert admin == zc.AdminAddress("mesh-node-2", 15000)
+    assert str(admin) == "127.0.0.1:15000 in network namespace mesh-node-2"
     with pytest.raises(zc.ZtunnelConfigError, match=r"no node node-9 .*\(its nodes: node-2\)"):
-        zc.admin_url(tmp_path, "node-9")
+        zc.locate(tmp_path, "node-9")
+
+
+def test_on_a_node_itself_the_admin_is_in_this_namespace(tmp_path: Path) -> None:
+    # A compose node container: its state directory is the node's own, node.json at the top.
+    (tmp_path / "node.json").write_text(json.dumps({"name": "node-1", "ip": "198.19.254.21"}))
+    assert zc.default_node(tmp_path) == "node-1"
+    assert zc.locate(tmp_path, "node-1", 15100) == zc.AdminAddress(None, 15100)
+
+
+async def test_the_dump_is_read_from_a_real_admin_port_on_loopback() -> None:
+    server = await serve("127.0.0.1", 0, admin_routes("ztunnel", lambda: DUMP, lambda: None))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await asyncio.to_thread(zc.fetch, zc.AdminAddress(None, port)) == DUMP
+    finally:
+        server.close()
+        await server.wait_closed()
+    with pytest.raises(zc.ZtunnelConfigError, match=f"ztunnel did not answer: GET /config_dump on 127.0.0.1:{port}"):
+        await asyncio.to_thread(zc.fetch, zc.AdminAddress(None, port))

@@ -39,6 +39,7 @@ def test_contract_environment_resolves(env: Path) -> None:
         15021,
     )
     assert config.listen_address == "0.0.0.0" and config.hbone_upstream_port == 15008
+    assert config.admin_address == "127.0.0.1"  # the pod's own loopback: other pods must not reach it
     assert config.token() == "tok"
 
 
@@ -58,6 +59,7 @@ def test_flags_override_environment(env: Path) -> None:
         ({"token_file": Path("/nonexistent/token")}, "MESH_TOKEN_FILE=/nonexistent/token (no such file)"),
         ({"service_account": "Bad_SA"}, "MESH_SERVICE_ACCOUNT=Bad_SA ("),
         ({"listen_address": "localhost"}, "MESH_LISTEN_ADDRESS=localhost (not an IP address)"),
+        ({"admin_address": "any"}, "MESH_ADMIN_ADDRESS=any (not an IP address)"),
     ],
 )
 def test_bad_settings_say_what_and_why(env: Path, change: dict, message: str) -> None:

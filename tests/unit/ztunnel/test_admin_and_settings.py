@@ -124,6 +124,7 @@ def test_settings_come_from_node_json_and_flags_win(tmp_path: Path) -> None:
     assert (config.node, config.node_ip, config.xds_address) == ("node-1", "198.19.255.11", "198.19.255.1:15010")
     assert config.zds_socket == node / "ztunnel" / "zds.sock" and config.token() == "tok"
     assert config.cert_ttl.total_seconds() == 86400
+    assert config.admin_address == "127.0.0.1"  # the admin port is the node's own, not the pods'
     config = resolve(ZtunnelSettings(state_dir=node, node="other", cert_ttl=60, ca_address="127.0.0.1:1"))
     assert (config.node, config.ca_address, config.cert_ttl.total_seconds()) == ("other", "127.0.0.1:1", 60)
 
@@ -139,6 +140,11 @@ def test_settings_come_from_node_json_and_flags_win(tmp_path: Path) -> None:
 def test_settings_errors_name_the_setting(tmp_path: Path, info: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve(ZtunnelSettings(state_dir=_node_dir(tmp_path, **info)))
+
+
+def test_an_admin_address_that_is_no_ip_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"MESH_ADMIN_ADDRESS=localhost \(not an IP address\)"):
+        resolve(ZtunnelSettings(state_dir=_node_dir(tmp_path), admin_address="localhost"))
 
 
 def test_xds_node_id_and_back_off() -> None:
