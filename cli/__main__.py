@@ -206,13 +206,24 @@ def _cmd_ztunnel_config(args: argparse.Namespace) -> int:
 
     from . import ztunnel_config as zc
 
+    logging_asked = args.what == "log"
+    if (args.level or args.reset) and not logging_asked:
+        print("meshctl: --level and --reset go with `ztunnel-config log`", file=sys.stderr)
+        return 2
+    if logging_asked and args.file:
+        print("meshctl: `ztunnel-config log` asks a running ztunnel; -f reads a saved dump", file=sys.stderr)
+        return 2
     try:
         if args.file:
             dump = json.loads(Path(args.file).read_text())
         else:
             state = _state_dir(args.state_dir)
             node = args.node or zc.default_node(state)
-            dump = zc.fetch(zc.locate(state, node, args.proxy_admin_port))
+            admin = zc.locate(state, node, args.proxy_admin_port)
+            if logging_asked:
+                print(f"{node}: {zc.log_levels(admin, args.level, args.reset)}")
+                return 0
+            dump = zc.fetch(admin)
     except (zc.ZtunnelConfigError, OSError, ValueError) as e:
         print(f"meshctl: {e}", file=sys.stderr)
         return 1
@@ -300,8 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
     zc.add_argument(
         "what",
         choices=_ztunnel_config_choices(),
-        help="workloads, services, policies, certificates, connections or all",
+        help="workloads, services, policies, certificates, connections, all, or log (its log levels)",
     )
+    zc.add_argument(
+        "--level",
+        help="with log: set levels, LEVEL or TARGET:LEVEL, comma-separated (info,access:debug); "
+        "levels off, error, warn, info, debug",
+    )
+    zc.add_argument("--reset", action="store_true", help="with log: back to the level ztunnel started with")
     zc.add_argument("--node", help="the node whose ztunnel to ask (default: the first node)")
     zc.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     zc.add_argument("-f", "--file", help="read a saved config_dump instead of asking a ztunnel")

@@ -1,4 +1,4 @@
-"""`meshctl ztunnel-config workloads|services|policies|certificates|connections|all`.
+"""`meshctl ztunnel-config workloads|services|policies|certificates|connections|all|log`.
 
 Reads a node's ztunnel `/config_dump` on 127.0.0.1:15000 inside the node's network namespace
 (`netns` in `{state}/nodes/NODE/node.json`; the port is the node's own, as `kubectl
@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import yaml
 
@@ -210,4 +211,23 @@ def render(dump: dict[str, Any], what: str, output: str = "table") -> str:
 
 
 def choices() -> list[str]:
-    return [*SECTIONS, "all", *ALIASES]
+    return [*SECTIONS, "all", "log", *ALIASES]
+
+
+def log_levels(admin: AdminAddress, level: str | None = None, reset: bool = False, timeout: float = 10) -> str:
+    """Show a ztunnel's log levels, or change them (`level`: `info`, `access:debug`, comma-separated;
+    `reset`: back to its start-up level), as `istioctl ztunnel-config log` does; its answer."""
+    if reset:
+        method, path = "POST", "/logging?reset"
+    elif level:
+        method, path = "POST", "/logging?" + urlencode({"level": level})
+    else:
+        method, path = "GET", "/logging"
+    try:
+        status, body = admin_client.request(admin.port, path, namespace=admin.namespace, method=method, timeout=timeout)
+    except admin_client.AdminError as e:
+        raise ZtunnelConfigError(f"ztunnel did not answer: {e}") from None
+    answer = body.decode(errors="replace").strip()
+    if status != 200:
+        raise ZtunnelConfigError(f"ztunnel at {admin} refused: {answer}")
+    return answer

@@ -13,9 +13,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 import orjson
 
+from mesh.logs import LogLevels
 from mesh.memory_report import memory_report
 from mesh.readiness import Readiness
 
@@ -43,7 +45,7 @@ class Response:
     content_type: str = "text/plain; charset=utf-8"
 
 
-Handler = Callable[[str], Awaitable[Response]]  # (method) -> response
+Handler = Callable[[str, dict[str, str]], Awaitable[Response]]  # (method, query) -> response
 Routes = dict[str, Handler]
 
 
@@ -56,12 +58,12 @@ async def _serve(routes: Routes, reader: asyncio.StreamReader, writer: asyncio.S
     try:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
         method, target, _ = head.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
-        path = target.split("?", 1)[0]
+        path, _, query = target.partition("?")
         handler = routes.get(path)
         if handler is None:
             response = text(404, f"no such endpoint {path}; try: {', '.join(sorted(routes))}")
         else:
-            response = await handler(method)
+            response = await handler(method, dict(parse_qsl(query, keep_blank_values=True)))
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError, ConnectionError):
         writer.close()
         return
@@ -95,30 +97,54 @@ class Exposition(Protocol):
 
 def admin_routes(proxy: str, config_dump: Callable[[], Any], quit_: Callable[[], None]) -> Routes:
     """`/config_dump` (the JSON `config_dump()` returns), `/debug/memory` (mesh/memory_report.py),
+    `/logging` (GET shows the log levels, `POST ?level=SPEC` or `?reset` changes them: mesh/logs.py),
     `POST /quitquitquit` (calls `quit_`), and an index naming them, for `proxy` (ztunnel, waypoint)."""
 
-    async def dump(_method: str) -> Response:
+    async def dump(_method: str, _query: dict[str, str]) -> Response:
         return Response(200, orjson.dumps(config_dump(), option=orjson.OPT_INDENT_2), JSON)
 
-    async def quit_route(method: str) -> Response:
+    async def quit_route(method: str, _query: dict[str, str]) -> Response:
         if method != "POST":
             return text(405, "use POST /quitquitquit")
         quit_()
         return text(200, "OK: draining")
 
-    async def memory(_method: str) -> Response:
+    async def memory(_method: str, _query: dict[str, str]) -> Response:
         return Response(200, orjson.dumps(memory_report(), option=orjson.OPT_INDENT_2), JSON)
 
-    async def index(_method: str) -> Response:
-        return text(200, f"{proxy} admin: /config_dump, /debug/memory, /quitquitquit (POST)")
+    levels = LogLevels(proxy)
 
-    return {"/": index, "/config_dump": dump, "/debug/memory": memory, "/quitquitquit": quit_route}
+    async def logging_route(method: str, query: dict[str, str]) -> Response:
+        if "level" not in query and "reset" not in query:
+            return text(200, levels.describe())
+        if method != "POST":
+            return text(405, "use POST /logging?level=SPEC (or ?reset) to change the levels")
+        try:
+            if "reset" in query:
+                levels.reset()
+            else:
+                levels.set(query["level"])
+        except ValueError as e:
+            return text(400, f"bad level: {e}; nothing changed")
+        log.info("log levels changed", extra={"levels": levels.describe().removeprefix("current log level is ")})
+        return text(200, levels.describe())
+
+    async def index(_method: str, _query: dict[str, str]) -> Response:
+        return text(200, f"{proxy} admin: /config_dump, /debug/memory, /logging, /quitquitquit (POST)")
+
+    return {
+        "/": index,
+        "/config_dump": dump,
+        "/debug/memory": memory,
+        "/logging": logging_route,
+        "/quitquitquit": quit_route,
+    }
 
 
 def metrics_routes(metrics: Exposition, content_type: str) -> Routes:
     """`/stats/prometheus` (Istio's path) and `/metrics`, both the exposition."""
 
-    async def scrape(_method: str) -> Response:
+    async def scrape(_method: str, _query: dict[str, str]) -> Response:
         return Response(200, metrics.exposition(), content_type)
 
     return {"/stats/prometheus": scrape, "/metrics": scrape}
@@ -127,7 +153,7 @@ def metrics_routes(metrics: Exposition, content_type: str) -> Routes:
 def readiness_routes(readiness: Readiness) -> Routes:
     """`/healthz/ready`: 200 once every registered token is ready, else 503 naming the rest."""
 
-    async def ready(_method: str) -> Response:
+    async def ready(_method: str, _query: dict[str, str]) -> Response:
         if readiness.ready:
             return text(200, "ready")
         return text(503, "not ready: waiting for " + ", ".join(readiness.pending()))

@@ -253,6 +253,31 @@ def test_no_pod_can_read_or_stop_its_nodes_ztunnel(mesh: Mesh) -> None:
     assert {p["name"] for p in ops.config_dump(node_ip)["pods"]} >= {"sleep"}  # from inside node-1
 
 
+def test_ztunnel_config_log_silences_and_restores_the_access_log(mesh: Mesh) -> None:
+    log = mesh.state / "nodes" / "node-2" / "ztunnel.log"
+
+    def access_lines() -> int:
+        return log.read_text(errors="replace").count('"logger":"ztunnel.access"')
+
+    def http_open_on_node_2() -> bool:
+        connections = ops.config_dump(NODE_IP["node-2"])["connections"]
+        return any(c["remoteTarget"].endswith(f":{ops.HTTP_PORT}") for c in connections)
+
+    def zc_log(*flags: str) -> str:
+        return meshctl("ztunnel-config", "log", "--node", "node-2", *flags, "--state-dir", str(mesh.state)).stdout
+
+    assert zc_log() == "node-2: current log level is info\n"
+    assert zc_log("--level", "access:off") == "node-2: current log level is info,access=off\n"
+    before = access_lines()
+    assert mesh.get("sleep", "web-api")  # its inbound line on node-2 is not written
+    ops.wait(lambda: not http_open_on_node_2(), 10, "node-2 to close the request's connection")
+    assert zc_log("--reset") == "node-2: current log level is info\n"
+    assert mesh.get("sleep", "web-api")
+    ops.wait(lambda: access_lines() > before, 10, "the access line of the request after the reset")
+    time.sleep(0.5)
+    assert access_lines() == before + 1  # only the second request's
+
+
 # --- L4 authorization ---------------------------------------------------------------------------
 
 

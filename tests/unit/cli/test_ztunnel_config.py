@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,25 @@ async def test_the_dump_is_read_from_a_real_admin_port_on_loopback() -> None:
         await server.wait_closed()
     with pytest.raises(zc.ZtunnelConfigError, match=f"ztunnel did not answer: GET /config_dump on 127.0.0.1:{port}"):
         await asyncio.to_thread(zc.fetch, zc.AdminAddress(None, port))
+
+
+async def test_log_shows_and_changes_a_running_proxys_levels() -> None:
+    root, access = logging.getLogger(), logging.getLogger("ztunnel.access")
+    saved = root.level, access.level
+    root.setLevel(logging.INFO)
+    server = await serve("127.0.0.1", 0, admin_routes("ztunnel", dict, lambda: None))
+    admin = zc.AdminAddress(None, server.sockets[0].getsockname()[1])
+    try:
+        assert await asyncio.to_thread(zc.log_levels, admin) == "current log level is info"
+        changed = await asyncio.to_thread(zc.log_levels, admin, "warn,access:debug")
+        assert changed == "current log level is warn,access=debug"
+        assert (root.level, access.level) == (logging.WARNING, logging.DEBUG)
+        with pytest.raises(zc.ZtunnelConfigError, match="refused: bad level: unknown level 'noisy'"):
+            await asyncio.to_thread(zc.log_levels, admin, "noisy")
+        assert await asyncio.to_thread(zc.log_levels, admin, None, True) == "current log level is info"
+        assert (root.level, access.level) == (logging.INFO, logging.NOTSET)
+    finally:
+        server.close()
+        await server.wait_closed()
+        root.setLevel(saved[0])
+        access.setLevel(saved[1])
