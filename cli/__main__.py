@@ -227,7 +227,7 @@ def _cmd_ztunnel_config(args: argparse.Namespace) -> int:
     except (zc.ZtunnelConfigError, OSError, ValueError) as e:
         print(f"meshctl: {e}", file=sys.stderr)
         return 1
-    print(zc.render(dump, args.what, args.output))
+    print(zc.render(zc.in_namespace(dump, args.namespace) if args.namespace else dump, args.what, args.output))
     return 0
 
 
@@ -320,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     zc.add_argument("--reset", action="store_true", help="with log: back to the level ztunnel started with")
     zc.add_argument("--node", help="the node whose ztunnel to ask (default: the first node)")
+    zc.add_argument("-n", "--namespace", help="only the entries of this namespace (default: all)")
     zc.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     zc.add_argument("-f", "--file", help="read a saved config_dump instead of asking a ztunnel")
     zc.add_argument("--proxy-admin-port", type=int, default=15000, help="ztunnel's admin port")

@@ -199,6 +199,26 @@ TITLES = {
 }
 
 
+def _namespace_of(section: str, entry: dict[str, Any]) -> str | None:
+    if section == "certificates":  # spiffe://TD/ns/NS/sa/SA
+        parts = entry.get("identity", "").split("/")
+        return parts[parts.index("ns") + 1] if "ns" in parts[:-1] else None
+    if section == "connections":  # "NS/NAME"
+        return entry.get("workload", "").partition("/")[0]
+    return entry.get("namespace")
+
+
+def in_namespace(dump: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The dump with each section's entries narrowed to `namespace` (istioctl's namespace filters):
+    workloads, services and policies by their namespace, certificates by the identity's,
+    connections by their workload's."""
+    narrowed = dict(dump)
+    for section in SECTIONS.values():
+        if isinstance(dump.get(section), list):
+            narrowed[section] = [e for e in dump[section] if _namespace_of(section, e) == namespace]
+    return narrowed
+
+
 def render(dump: dict[str, Any], what: str, output: str = "table") -> str:
     """One section (or `all`) of the dump as a table, JSON or YAML."""
     what = ALIASES.get(what, what)

@@ -238,6 +238,8 @@ def test_ztunnel_config_certificates_shows_sleep_identity(mesh: Mesh) -> None:
     assert abs(lifetime.total_seconds() - 24 * 3600) <= 120  # 24 h (the CA backdates not_before by a minute)
     for what in ("workloads", "services", "policies", "connections", "all"):
         meshctl("ztunnel-config", what, "--node", "node-1", "--state-dir", str(mesh.state))
+    outside = meshctl("ztunnel-config", "workloads", "-n", "outside", "--state-dir", str(mesh.state)).stdout
+    assert [line.split()[:2] for line in outside.splitlines()[1:]] == [["outside", "outsider"]]
 
 
 def test_no_pod_can_read_or_stop_its_nodes_ztunnel(mesh: Mesh) -> None:

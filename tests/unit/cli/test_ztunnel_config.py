@@ -228,3 +228,21 @@ async def test_log_shows_and_changes_a_running_proxys_levels() -> None:
         await server.wait_closed()
         root.setLevel(saved[0])
         access.setLevel(saved[1])
+
+
+def test_a_namespace_narrows_every_section() -> None:
+    default = zc.in_namespace(DUMP, "default")
+    assert [w["name"] for w in default["workloads"]] == ["sleep"]
+    assert [s["hostname"] for s in default["services"]] == ["web.default.svc.cluster.local"]
+    assert default["policies"] == []  # istio-system's
+    assert [c["identity"] for c in default["certificates"]] == [
+        "spiffe://cluster.local/ns/default/sa/sleep",
+        "spiffe://cluster.local/ns/default/sa/gone",
+    ]
+    assert len(default["connections"]) == 1
+    outside = zc.in_namespace(DUMP, "outside")
+    assert [w["name"] for w in outside["workloads"]] == ["legacy"]
+    assert outside["services"] == outside["certificates"] == outside["connections"] == []
+    assert zc.render(zc.in_namespace(DUMP, "nowhere"), "workloads").splitlines() == [
+        "NAMESPACE   POD NAME   ADDRESS   NODE   WAYPOINT   PROTOCOL"
+    ]
