@@ -19,7 +19,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 NETNS_DIR = Path("/var/run/netns")
+ETC_NETNS_DIR = Path("/etc/netns")  # per-namespace /etc files (iproute2's convention)
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+MS_BIND, MS_REC, MS_SLAVE = 0x1000, 0x4000, 0x80000
 NS_GET_NSTYPE = 0xB703  # ioctl: which kind of namespace an fd refers to
 
 # The process's own symbols include libc's (ctypes.util.find_library would import shutil and
@@ -49,11 +52,18 @@ def create(name: str) -> Path:
 
 
 def delete(name: str) -> None:
-    """Delete a named namespace; a missing one is fine."""
+    """Delete a named namespace and its /etc/netns/NAME files; a missing one is fine."""
     if exists(name):
         result = subprocess.run(["ip", "netns", "delete", name], capture_output=True, text=True)
         if result.returncode != 0 and exists(name):
             raise NetnsError(f"ip netns delete {name}: {result.stderr.strip()}")
+    etc = ETC_NETNS_DIR / name
+    if name and "/" not in name and etc.is_dir():
+        with contextlib.suppress(OSError):  # only files are put there (a pod's resolv.conf)
+            for entry in etc.iterdir():
+                entry.unlink()
+            etc.rmdir()
+            ETC_NETNS_DIR.rmdir()  # when it holds nothing more
 
 
 def list_names(prefix: str = "") -> list[str]:
@@ -107,8 +117,11 @@ def exec_in(name: str, argv: list[str], **kwargs) -> subprocess.CompletedProcess
 
 
 def enter_in_child(target: str | Path) -> Callable[[], None]:
-    """A `preexec_fn` that moves a child process into the namespace before it execs."""
+    """A `preexec_fn` that moves a child process into the namespace before it execs; for a named
+    namespace with files under /etc/netns/NAME/ (a pod's resolv.conf), also into a mount namespace
+    of its own where each is bind-mounted over its /etc counterpart, as `ip netns exec` does."""
     p = str(target) if "/" in str(target) else str(path(str(target)))
+    etc = ETC_NETNS_DIR / Path(p).name if Path(p).parent == NETNS_DIR else None
 
     def enter() -> None:
         fd = os.open(p, os.O_RDONLY)
@@ -116,8 +129,23 @@ def enter_in_child(target: str | Path) -> Callable[[], None]:
             _setns(fd)
         finally:
             os.close(fd)
+        if etc is not None and etc.is_dir():
+            _bind_etc(etc)
 
     return enter
+
+
+def _bind_etc(etc: Path) -> None:
+    """In a new mount namespace (receiving, not sending, the host's later mounts), each file of
+    `etc` over the same name in /etc."""
+    if _libc.unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}")
+    if _libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None) != 0:
+        raise OSError(ctypes.get_errno(), f"making / a slave mount: {os.strerror(ctypes.get_errno())}")
+    for entry in sorted(os.listdir(etc)):
+        source, target = etc / entry, Path("/etc") / entry
+        if target.exists() and _libc.mount(str(source).encode(), str(target).encode(), None, MS_BIND, None) != 0:
+            raise OSError(ctypes.get_errno(), f"bind-mounting {source} on {target}: {os.strerror(ctypes.get_errno())}")
 
 
 def is_netns(fd: int) -> bool:

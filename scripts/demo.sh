@@ -111,8 +111,10 @@ up() {
   echo "web-api-v1's process: pid $pid_before before, $pid_after after (not restarted)"
   echo "Each node's ztunnel now carries the pods' traffic over HBONE (mutual TLS on 15008):"
   show "$MESHCTL" ztunnel-config workloads --node node-2
-  echo "sleep calls the web-api service by its VIP $vip; ztunnel picks an endpoint (kube-proxy's job):"
-  show in_pod sleep curl -s -m 3 "http://$vip/hello"; echo
+  echo "sleep calls the web-api service by name: its node's ztunnel answers the name with the VIP $vip"
+  echo "(the pod's resolv.conf names the node's name server) and picks an endpoint (kube-proxy's job):"
+  show in_pod sleep getent hosts web-api
+  show in_pod sleep curl -s -m 3 "http://web-api/hello"; echo
   echo "The destination's ztunnel saw both identities (its access log):"
   grep '"direction":"inbound"' "$STATE"/nodes/*/ztunnel.log | grep -o '"src.identity":"[^"]*"\|"dst.identity":"[^"]*"' \
     | sort | uniq -c | head -4

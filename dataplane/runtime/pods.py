@@ -152,6 +152,8 @@ class PodWorker:
         att = sandbox.attachment(self.pod.uid, self.pod.namespace, self.pod.name, self.rec.netns, self.deps.cni_paths)
         self.rec.cni_result = await sandbox.set_up(net, att, self.rec.netns, self.deps.cni_timeout)
         self.persist()
+        if (resolv := sandbox.resolv_conf(self.rec.cni_result, self.pod.namespace)) is not None:
+            sandbox.write_resolv_conf(self.rec.netns, resolv)
         log.info("pod %s: netns %s, IPs %s", self.label, self.rec.netns, pod_ips(self.rec.cni_result))
 
     async def prepare_identity(self) -> None:

@@ -21,6 +21,7 @@ from .cni import CniChain, CniError
 from .cni_config import Attachment, CniConfigError, NetworkList, pod_args, with_route_gateways
 
 log = logging.getLogger("mesh-runtime.sandbox")
+CLUSTER_DOMAIN = "cluster.local"
 Json = dict[str, Any]
 
 
@@ -124,3 +125,22 @@ async def tear_down(
     except (netns.NetnsError, OSError) as e:
         problems.append(f"deleting netns {netns_name}: {e}")
     return problems
+
+
+def resolv_conf(result: Json, namespace: str, domain: str = CLUSTER_DOMAIN) -> str | None:
+    """The pod's resolv.conf, as the kubelet writes one (dnsPolicy ClusterFirst): the node's name
+    server, which ztunnel runs on the pod's gateway (docs/ztunnel.md, "Names"), the search list of
+    the pod's namespace and `ndots:5`. None when the CNI result names no IPv4 gateway."""
+    gateways = [ip["gateway"] for ip in result.get("ips", []) if ip.get("gateway") and ":" not in ip["gateway"]]
+    if not gateways:
+        return None
+    search = f"{namespace}.svc.{domain} svc.{domain} {domain}"
+    return f"nameserver {gateways[0]}\nsearch {search}\noptions ndots:5\n"
+
+
+def write_resolv_conf(netns_name: str, text: str) -> None:
+    """Where `ip netns exec` and the pod's processes (netns.enter_in_child) find it:
+    /etc/netns/NAME/resolv.conf, bind-mounted over /etc/resolv.conf for them only."""
+    directory = netns.ETC_NETNS_DIR / netns_name
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "resolv.conf").write_text(text)

@@ -3,7 +3,8 @@
 Parts (STYLE: ztunnel's layout): the state store fed by the xDS client; the certificate manager
 (mesh-ca, impersonating each service account of the node) and the TLS contexts made from it; the
 pods handed over by the node agent (ZDS) with their outbound and inbound proxies; telemetry; the
-admin, metrics and readiness endpoints on the node's underlay IP.
+admin endpoint on the node's loopback, metrics and readiness on its underlay IP; the node's name
+server for its pods (dns.py).
 
 Shutdown (SIGTERM, SIGINT or POST /quitquitquit): stop taking ZDS and xDS updates, close every
 listener, let open connections finish until the drain deadline, then cut what is left.
@@ -16,6 +17,7 @@ import contextlib
 import logging
 import signal
 import time
+from pathlib import Path
 
 from mesh import heap
 from mesh.certs.ca_client import CaClient
@@ -24,6 +26,7 @@ from mesh.clock import SystemClock
 
 from . import http
 from .admin import AdminSources, admin_routes, metrics_routes, readiness_routes
+from .dns import NameServer, Resolver, upstreams_from
 from .identity import Prefetcher, TlsContexts
 from .inpod.manager import WorkloadManager
 from .inpod.sockets import UpstreamConnector
@@ -78,6 +81,10 @@ class Ztunnel:
             on_change=self._identities_changed,
         )
         self.zds = ZdsClient(config.zds_socket, self.pods)
+        self.names: NameServer | None = None
+        if config.dns is not None:
+            upstreams = upstreams_from(Path("/etc/resolv.conf"), skip=config.dns[0])
+            self.names = NameServer(Resolver(self.store, config.dns_domain, upstreams, self.xds.ready.is_set))
         self.stopping = asyncio.Event()
         self._refresh_pending = False
 
@@ -130,6 +137,13 @@ class Ztunnel:
             loop.add_signal_handler(sig, self.stop)
         self.certs.start()
         servers = await self._serve_endpoints()
+        if self.names is not None and self.config.dns is not None:
+            try:
+                await self.names.start(*self.config.dns)
+            except OSError as e:  # a name server of the node's own on port 53: pods keep it
+                where = ":".join(map(str, self.config.dns))
+                log.error("not answering names", extra={"address": where, "error": str(e)})
+                self.names = None
         self.readiness.register("xds")
         self.readiness.register("zds")
         tasks = [
@@ -140,7 +154,8 @@ class Ztunnel:
             asyncio.ensure_future(heap.trim_periodically()),  # RSS is a budget (mesh/heap.py)
         ]
         log.info(
-            "started", extra={"node": self.config.node, "admin": f"{self.config.node_ip}:{self.config.admin_port}"}
+            "started",
+            extra={"node": self.config.node, "admin": f"{self.config.admin_address}:{self.config.admin_port}"},
         )
         try:
             await self.stopping.wait()
@@ -157,6 +172,8 @@ class Ztunnel:
         left = len(self.tracker.open)
         for server in servers:
             server.close()
+        if self.names is not None:
+            await self.names.close()
         await self.contexts.aclose()
         await self.certs.aclose()
         log.info("stopped", extra={"connections_cut": left})

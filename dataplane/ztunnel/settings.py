@@ -42,6 +42,11 @@ class ZtunnelSettings(PlainSettings):
         "127.0.0.1", "where the admin port listens (loopback of the node: pods must not reach it)"
     )
     admin_port: int = setting(ADMIN_PORT, "/config_dump, /quitquitquit", ge=0, le=65535)
+    dns_address: str = setting(
+        "auto",
+        "the node's name server, IP or IP:PORT (auto: the pods' gateway, node.json pod_cidr, port 53; off: none)",
+    )
+    dns_domain: str = setting("cluster.local", "the cluster's DNS domain")
     metrics_port: int = setting(METRICS_PORT, "/stats/prometheus, /metrics", ge=0, le=65535)
     readiness_port: int = setting(READINESS_PORT, "/healthz/ready", ge=0, le=65535)
     trust_domain: str = setting(DEFAULT_TRUST_DOMAIN, "the mesh's trust domain")
@@ -66,6 +71,8 @@ class ZtunnelConfig:
     zds_socket: Path
     admin_address: str
     admin_port: int
+    dns: tuple[str, int] | None  # where the node's name server answers, or None
+    dns_domain: str
     metrics_port: int
     readiness_port: int
     trust_domain: str
@@ -98,6 +105,21 @@ def _required(name: str, value: str | Path | None, hint: str) -> str:
     return str(value)
 
 
+def _dns_address(value: str, pod_cidr: str | None) -> tuple[str, int] | None:
+    """`auto`: the first address of the node's pod range (the gateway every pod's resolv.conf
+    names, docs/runtime.md), port 53; `off`: no name server; else IP or IP:PORT."""
+    if value == "off" or (value == "auto" and not pod_cidr):
+        return None
+    try:
+        if value == "auto":
+            return str(next(ipaddress.ip_network(pod_cidr, strict=False).hosts())), 53
+        host, _, port = value.partition(":")
+        return str(ipaddress.ip_address(host)), int(port) if port else 53
+    except (ValueError, StopIteration):
+        where = f"MESH_DNS_ADDRESS={value}" + (f" (node.json pod_cidr {pod_cidr})" if value == "auto" else "")
+        raise ConfigError(f"{where} (expected auto, off, IP or IP:PORT)") from None
+
+
 def resolve(settings: ZtunnelSettings) -> ZtunnelConfig:
     """Fill what flags left empty from node.json and check it; ConfigError says what is wrong."""
     info = _node_info(settings.state_dir)
@@ -128,6 +150,8 @@ def resolve(settings: ZtunnelSettings) -> ZtunnelConfig:
         zds_socket=settings.zds_socket or settings.state_dir / "ztunnel" / "zds.sock",
         admin_address=settings.admin_address,
         admin_port=settings.admin_port,
+        dns=_dns_address(settings.dns_address, info.get("pod_cidr")),
+        dns_domain=settings.dns_domain.strip(".").lower(),
         metrics_port=settings.metrics_port,
         readiness_port=settings.readiness_port,
         trust_domain=settings.trust_domain,

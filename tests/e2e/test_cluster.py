@@ -34,6 +34,8 @@ def leftovers() -> dict[str, list[str]]:
     routes = subprocess.run(["ip", "route", "show", "type", "unreachable"], capture_output=True, text=True).stdout
     return {
         "netns": [n for n in netns.list_names("mesh-") if not n.startswith("mesh-t-")],
+        # pods' resolv.conf files (/etc/netns/NAME/), which go with their namespaces
+        "etc_netns": sorted(p.name for p in netns.ETC_NETNS_DIR.glob("mesh-*") if not p.name.startswith("mesh-t-")),
         "links": [line.split(":")[1].strip() for line in links.splitlines() if ": mesh-" in line],
         "routes": [r for r in routes.splitlines() if r.startswith("unreachable 198.1")],
     }
@@ -51,7 +53,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield state
     finally:
         meshctl("cluster", "down", "--state-dir", str(state), check=False)
-    assert leftovers() == {"netns": [], "links": [], "routes": []}
+    assert leftovers() == {"netns": [], "etc_netns": [], "links": [], "routes": []}
 
 
 def api(state: Path) -> httpx.Client:

@@ -45,7 +45,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         down = _run(state, "down")
         assert down.returncode == 0, down.stderr
-    assert leftovers() == {"netns": [], "links": [], "routes": []}
+    assert leftovers() == {"netns": [], "etc_netns": [], "links": [], "routes": []}
     assert not subprocess.run(["pgrep", "-f", str(state)], capture_output=True).stdout, "processes left behind"
 
 

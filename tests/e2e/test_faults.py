@@ -213,7 +213,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
                     running.stop()
             down = meshctl("cluster", "down", "--state-dir", str(state), check=False)
             assert down.returncode == 0, down.stdout + down.stderr
-    assert leftovers() == {"netns": [], "links": [], "routes": []}
+    assert leftovers() == {"netns": [], "etc_netns": [], "links": [], "routes": []}
     assert not subprocess.run(["pgrep", "-f", str(state)], capture_output=True).stdout, "processes left behind"
 
 

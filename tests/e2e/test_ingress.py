@@ -159,7 +159,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
             yield edge
     finally:
         meshctl("cluster", "down", "--state-dir", str(state), check=False)
-    assert leftovers() == {"netns": [], "links": [], "routes": []}
+    assert leftovers() == {"netns": [], "etc_netns": [], "links": [], "routes": []}
     assert not subprocess.run(["pgrep", "-f", str(state)], capture_output=True).stdout, "processes left behind"
 
 

@@ -99,7 +99,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     finally:
         down = meshctl("cluster", "down", "--state-dir", str(state), check=False)
         assert down.returncode == 0, down.stdout + down.stderr
-    assert leftovers() == {"netns": [], "links": [], "routes": []}
+    assert leftovers() == {"netns": [], "etc_netns": [], "links": [], "routes": []}
     assert not subprocess.run(["pgrep", "-f", str(state)], capture_output=True).stdout, "processes left behind"
 
 

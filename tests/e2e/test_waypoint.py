@@ -157,7 +157,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
             yield mesh
     finally:
         meshctl("cluster", "down", "--state-dir", str(state), check=False)
-    assert leftovers() == {"netns": [], "links": [], "routes": []}
+    assert leftovers() == {"netns": [], "etc_netns": [], "links": [], "routes": []}
     assert not subprocess.run(["pgrep", "-f", str(state)], capture_output=True).stdout, "processes left behind"
 
 

@@ -168,7 +168,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         if stream is not None:
             stream.stop()
         meshctl("cluster", "down", "--state-dir", str(state), check=False)
-    assert leftovers() == {"netns": [], "links": [], "routes": []}
+    assert leftovers() == {"netns": [], "etc_netns": [], "links": [], "routes": []}
     assert not subprocess.run(["pgrep", "-f", str(state)], capture_output=True).stdout, "processes left behind"
 
 
@@ -278,6 +278,26 @@ def test_ztunnel_config_log_silences_and_restores_the_access_log(mesh: Mesh) -> 
     ops.wait(lambda: access_lines() > before, 10, "the access line of the request after the reset")
     time.sleep(0.5)
     assert access_lines() == before + 1  # only the second request's
+
+
+def _resolve(mesh: Mesh, pod: str, name: str) -> subprocess.CompletedProcess[str]:
+    """`getent hosts NAME` as the pod would run it (`ip netns exec` mounts the pod's resolv.conf)."""
+    command = ["ip", "netns", "exec", ops.pod_netns(mesh.pods[pod]), "getent", "hosts", name]
+    return subprocess.run(command, capture_output=True, text=True, timeout=20)
+
+
+def test_pods_resolve_service_names_through_their_nodes_ztunnel(mesh: Mesh) -> None:
+    # sleep (enrolled, node-1) by its namespace's search list; outsider (not enrolled) by NAME.NS.
+    for pod, name in (("sleep", "web-api"), ("outsider", "web-api.default"), ("lonely", "web-api.default.svc")):
+        answer = _resolve(mesh, pod, name)
+        assert answer.returncode == 0 and answer.stdout.split()[0] == mesh.vip, (pod, name, answer)
+    started = time.monotonic()
+    assert _resolve(mesh, "sleep", "nothing.default.svc.cluster.local").returncode == 2  # NXDOMAIN: no such name
+    assert time.monotonic() - started < 5  # answered, not timed out
+    # The name leads where the VIP does: through the mesh to web-api.
+    answer = ops.http_get(mesh.pods["sleep"], _resolve(mesh, "sleep", "web-api").stdout.split()[0], 80)
+    assert answer is not None
+    assert answer["server"].rsplit(":", 1)[0] in {mesh.ip("web-api"), mesh.ip("web-api-local")}
 
 
 # --- L4 authorization ---------------------------------------------------------------------------

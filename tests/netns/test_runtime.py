@@ -203,6 +203,25 @@ def test_crashing_container_restarts_with_back_off(node: Node, tmp_path: Path) -
     node.delete_pod("crash")
 
 
+def test_a_pods_processes_see_its_own_resolv_conf_naming_the_node_and_its_namespace(node: Node) -> None:
+    host = Path("/etc/resolv.conf").read_text()
+    show = "print(open('/etc/resolv.conf').read(), end='')"
+    pod = node.create_pod("dns", [{"name": "c", "command": [PY, "-c", show]}], restartPolicy="Never")
+    done = node.wait_pod("dns", lambda p: status(p).get("phase") in ("Succeeded", "Failed"), "to finish")
+    gateway = str(next(ipaddress.ip_network(POD_SUBNET).hosts()))
+    seen = (node.dir / "runtime" / "logs" / "default_dns_c.log").read_text()
+    assert (
+        seen
+        == f"nameserver {gateway}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+    )
+    assert status(done)["phase"] == "Succeeded"
+    assert Path("/etc/resolv.conf").read_text() == host  # the host's is untouched
+    etc = netns.ETC_NETNS_DIR / pod_netns(pod["metadata"]["uid"])
+    assert (etc / "resolv.conf").read_text() == seen  # what `ip netns exec` (meshctl x exec) mounts too
+    node.delete_pod("dns")
+    harness.wait_for(lambda: not etc.exists(), 15, "the pod's /etc/netns directory to go with it")
+
+
 def test_delete_sends_sigterm_then_sigkill_and_releases_the_network(node: Node, tmp_path: Path) -> None:
     mark = tmp_path / "term"
     stubborn = (

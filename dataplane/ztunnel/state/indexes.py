@@ -89,22 +89,25 @@ def _workload_addresses(workload: Workload) -> list[NetworkAddress]:
 
 @dataclass
 class ServiceIndex:
-    """Services by `ns/hostname` and by VIP."""
+    """Services by `ns/hostname`, by VIP and by hostname (lower-cased: the name server's key)."""
 
     by_key: dict[str, Service] = field(default_factory=dict)
     by_vip: MultiIndex[NetworkAddress] = field(default_factory=MultiIndex)
+    by_hostname: MultiIndex[str] = field(default_factory=MultiIndex)
 
     def insert(self, service: Service) -> None:
         self.remove(service.key)
         self.by_key[service.key] = service
         for vip in service.vips:
             self.by_vip.add(vip, service.key)
+        self.by_hostname.add(service.hostname.lower(), service.key)
 
     def remove(self, key: str) -> Service | None:
         old = self.by_key.pop(key, None)
         if old is not None:
             for vip in old.vips:
                 self.by_vip.discard(vip, key)
+            self.by_hostname.discard(old.hostname.lower(), key)
         return old
 
 

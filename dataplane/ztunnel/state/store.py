@@ -180,6 +180,11 @@ class StateStore:
             services = [self._services.by_key[k] for k in self._services.by_vip.names(key)]
         return next((s for s in services if port in s.ports), services[0] if services else None)
 
+    def services_by_hostname(self, hostname: str) -> list[Service]:
+        """The services named `hostname` (any case), in every namespace that has one."""
+        with self._lock:
+            return [self._services.by_key[k] for k in self._services.by_hostname.names(hostname.lower())]
+
     def services(self) -> list[Service]:
         with self._lock:
             return sorted(self._services.by_key.values(), key=lambda s: s.key)

@@ -125,6 +125,10 @@ def test_settings_come_from_node_json_and_flags_win(tmp_path: Path) -> None:
     assert config.zds_socket == node / "ztunnel" / "zds.sock" and config.token() == "tok"
     assert config.cert_ttl.total_seconds() == 86400
     assert config.admin_address == "127.0.0.1"  # the admin port is the node's own, not the pods'
+    assert config.dns is None  # no pod_cidr in this node.json: no name server
+    assert resolve(ZtunnelSettings(state_dir=_node_dir(tmp_path, pod_cidr="198.18.3.0/24"))).dns == ("198.18.3.1", 53)
+    assert resolve(ZtunnelSettings(state_dir=node, dns_address="127.0.0.9:5353")).dns == ("127.0.0.9", 5353)
+    assert resolve(ZtunnelSettings(state_dir=node, dns_address="off")).dns is None
     config = resolve(ZtunnelSettings(state_dir=node, node="other", cert_ttl=60, ca_address="127.0.0.1:1"))
     assert (config.node, config.ca_address, config.cert_ttl.total_seconds()) == ("other", "127.0.0.1:1", 60)
 
@@ -140,6 +144,11 @@ def test_settings_come_from_node_json_and_flags_win(tmp_path: Path) -> None:
 def test_settings_errors_name_the_setting(tmp_path: Path, info: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve(ZtunnelSettings(state_dir=_node_dir(tmp_path, **info)))
+
+
+def test_a_dns_address_that_is_no_ip_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"MESH_DNS_ADDRESS=gateway \(expected auto, off, IP or IP:PORT\)"):
+        resolve(ZtunnelSettings(state_dir=_node_dir(tmp_path), dns_address="gateway"))
 
 
 def test_an_admin_address_that_is_no_ip_is_refused(tmp_path: Path) -> None:
