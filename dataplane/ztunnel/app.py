@@ -168,12 +168,12 @@ class Ztunnel:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.names is not None:  # a new ztunnel (SO_REUSEPORT) takes the questions from here
+            await self.names.close()
         await self.pods.close(deadline)
         left = len(self.tracker.open)
         for server in servers:
             server.close()
-        if self.names is not None:
-            await self.names.close()
         await self.contexts.aclose()
         await self.certs.aclose()
         log.info("stopped", extra={"connections_cut": left})

@@ -187,11 +187,13 @@ async def _serve_tcp(resolver: Resolver, reader: asyncio.StreamReader, writer: a
 
 def _bound(kind: int, address: str, port: int) -> socket.socket:
     """A socket bound to `address` even before the address exists (IP_FREEBIND): the pods'
-    gateway appears on the node's bridge with its first pod."""
+    gateway appears on the node's bridge with its first pod. SO_REUSEPORT, as on the in-pod
+    listeners: a new ztunnel answers while the old one drains."""
     sock = socket.socket(socket.AF_INET, kind)
     try:
         sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((address, port))
         sock.setblocking(False)
     except OSError:

@@ -518,6 +518,7 @@ def test_a_ztunnel_restart_keeps_pods_and_traffic_is_back_within_2s(mesh: Mesh) 
     print(f"traffic back {elapsed:.2f}s after the new ztunnels started")
     assert elapsed < 2.0, f"traffic came back {elapsed:.2f}s after the new ztunnels started"
     assert mesh.get("sleep", "web-api-local") is not None
+    assert _resolve(mesh, "sleep", "web-api").stdout.split()[0] == mesh.vip  # the new ztunnel answers names
     for name, (*_, ns) in PODS.items():
         status = mesh.client.get(f"/api/v1/namespaces/{ns}/pods/{name}").json()["status"]["containerStatuses"][0]
         assert status["containerID"] == before[name]["containerID"] and status["restartCount"] == 0

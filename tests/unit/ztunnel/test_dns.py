@@ -152,3 +152,17 @@ async def test_before_the_first_xds_answer_cluster_names_are_a_failure_to_retry_
     assert dns.message.from_wire(await resolver.answer(query)).rcode() == dns.rcode.SERVFAIL
     synced = True
     assert dns.message.from_wire(await resolver.answer(query)).rcode() == dns.rcode.NXDOMAIN
+
+
+async def test_a_new_ztunnel_answers_while_the_old_one_drains() -> None:
+    port = harness.free_port()
+    old, new = NameServer(Resolver(_store())), NameServer(Resolver(_store()))
+    await old.start("127.0.0.1", port)
+    await new.start("127.0.0.1", port)  # SO_REUSEPORT: both bound, as during an upgrade
+    await old.close()
+    try:
+        for tcp in (False, True):
+            answer = await _ask(("127.0.0.1", port), "web.default.svc.cluster.local.", tcp=tcp)
+            assert _addresses(answer) == ["198.19.0.10", "198.19.0.11"]
+    finally:
+        await new.close()
