@@ -126,7 +126,7 @@ def admin_routes(proxy: str, config_dump: Callable[[], Any], quit_: Callable[[],
                 levels.set(query["level"])
         except ValueError as e:
             return text(400, f"bad level: {e}; nothing changed")
-        log.info("log levels changed", extra={"levels": levels.describe().removeprefix("current log level is ")})
+        log.info("log levels changed", extra={"levels": levels.spec()})
         return text(200, levels.describe())
 
     async def index(_method: str, _query: dict[str, str]) -> Response:

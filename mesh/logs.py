@@ -101,10 +101,14 @@ class LogLevels:
             logging.getLogger(name).setLevel(logging.NOTSET)
         self._targets.clear()
 
-    def describe(self) -> str:
-        """`current log level is info,access=debug`, as ztunnel answers."""
+    def spec(self) -> str:
+        """The levels in force as a spec: `info,access=debug`."""
         parts = [_level_name(logging.getLogger().level)]
         for name in sorted(self._targets):
             short = name.removeprefix(f"{self._proxy}.")
             parts.append(f"{short}={_level_name(logging.getLogger(name).level)}")
-        return "current log level is " + ",".join(parts)
+        return ",".join(parts)
+
+    def describe(self) -> str:
+        """`current log level is info,access=debug`, as ztunnel answers."""
+        return "current log level is " + self.spec()

@@ -72,10 +72,15 @@ def list_names(prefix: str = "") -> list[str]:
     return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
+def _check(result: int, what: str) -> None:
+    """A libc call's -1 as NetnsError naming the call and errno."""
+    if result != 0:
         errno = ctypes.get_errno()
-        raise NetnsError(errno, f"setns: {os.strerror(errno)}")
+        raise NetnsError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _setns(fd: int) -> None:
+    _check(_libc.setns(fd, CLONE_NEWNET), "setns")
 
 
 @contextlib.contextmanager
@@ -138,14 +143,13 @@ def enter_in_child(target: str | Path) -> Callable[[], None]:
 def _bind_etc(etc: Path) -> None:
     """In a new mount namespace (receiving, not sending, the host's later mounts), each file of
     `etc` over the same name in /etc."""
-    if _libc.unshare(CLONE_NEWNS) != 0:
-        raise OSError(ctypes.get_errno(), f"unshare(CLONE_NEWNS): {os.strerror(ctypes.get_errno())}")
-    if _libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None) != 0:
-        raise OSError(ctypes.get_errno(), f"making / a slave mount: {os.strerror(ctypes.get_errno())}")
+    _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_SLAVE, None), "making / a slave mount")
     for entry in sorted(os.listdir(etc)):
         source, target = etc / entry, Path("/etc") / entry
-        if target.exists() and _libc.mount(str(source).encode(), str(target).encode(), None, MS_BIND, None) != 0:
-            raise OSError(ctypes.get_errno(), f"bind-mounting {source} on {target}: {os.strerror(ctypes.get_errno())}")
+        if target.exists():
+            mounted = _libc.mount(str(source).encode(), str(target).encode(), None, MS_BIND, None)
+            _check(mounted, f"bind-mounting {source} on {target}")
 
 
 def is_netns(fd: int) -> bool:

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from mesh import netns
+from mesh.names import CLUSTER_DOMAIN
 
 from .cni import CniChain, CniError
 from .cni_config import Attachment, CniConfigError, NetworkList, pod_args, with_route_gateways
 
 log = logging.getLogger("mesh-runtime.sandbox")
-CLUSTER_DOMAIN = "cluster.local"
 Json = dict[str, Any]
 
 

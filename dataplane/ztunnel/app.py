@@ -84,7 +84,8 @@ class Ztunnel:
         self.names: NameServer | None = None
         if config.dns is not None:
             upstreams = upstreams_from(Path("/etc/resolv.conf"), skip=config.dns[0])
-            self.names = NameServer(Resolver(self.store, config.dns_domain, upstreams, self.xds.ready.is_set))
+            resolver = Resolver(self.store, config.dns_domain, upstreams, self.xds.ready.is_set)
+            self.names = NameServer(resolver, *config.dns)
         self.stopping = asyncio.Event()
         self._refresh_pending = False
 
@@ -137,12 +138,11 @@ class Ztunnel:
             loop.add_signal_handler(sig, self.stop)
         self.certs.start()
         servers = await self._serve_endpoints()
-        if self.names is not None and self.config.dns is not None:
+        if self.names is not None:
             try:
-                await self.names.start(*self.config.dns)
+                await self.names.start()
             except OSError as e:  # a name server of the node's own on port 53: pods keep it
-                where = ":".join(map(str, self.config.dns))
-                log.error("not answering names", extra={"address": where, "error": str(e)})
+                log.error("not answering names", extra={"address": self.names.where, "error": str(e)})
                 self.names = None
         self.readiness.register("xds")
         self.readiness.register("zds")

@@ -29,6 +29,8 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
+from mesh.names import CLUSTER_DOMAIN
+
 from .dns_message import CLASS_IN, TYPE_A, MessageError, Question, Rcode, error, parse_query, response
 from .state.store import StateStore
 
@@ -62,7 +64,7 @@ class Resolver:
     def __init__(
         self,
         store: StateStore,
-        domain: str = "cluster.local",
+        domain: str = CLUSTER_DOMAIN,
         upstreams: tuple[str, ...] = (),
         synced: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -151,9 +153,14 @@ class _UdpServer(asyncio.DatagramProtocol):
         self._resolver = resolver
         self._transport: asyncio.DatagramTransport | None = None
         self._in_flight: set[asyncio.Task] = set()
+        self.closed = asyncio.get_running_loop().create_future()  # the socket is really gone
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, _exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         if len(self._in_flight) >= MAX_IN_FLIGHT:
@@ -205,22 +212,28 @@ def _bound(kind: int, address: str, port: int) -> socket.socket:
 class NameServer:
     """UDP and TCP on `address`:`port`, answered by `resolver`."""
 
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(self, resolver: Resolver, address: str, port: int = DNS_PORT) -> None:
         self._resolver = resolver
+        self.where = f"{address}:{port}"
+        self._address, self._port = address, port
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_server: _UdpServer | None = None
         self._tcp: asyncio.Server | None = None
 
-    async def start(self, address: str, port: int = DNS_PORT) -> None:
+    async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        udp = _bound(socket.SOCK_DGRAM, address, port)
-        self._udp, _ = await loop.create_datagram_endpoint(lambda: _UdpServer(self._resolver), sock=udp)
-        tcp = _bound(socket.SOCK_STREAM, address, port)
+        udp = _bound(socket.SOCK_DGRAM, self._address, self._port)
+        self._udp, self._udp_server = await loop.create_datagram_endpoint(lambda: _UdpServer(self._resolver), sock=udp)
+        tcp = _bound(socket.SOCK_STREAM, self._address, self._port)
         self._tcp = await asyncio.start_server(lambda r, w: _serve_tcp(self._resolver, r, w), sock=tcp)
-        log.info("answering names", extra={"address": f"{address}:{port}"})
+        log.info("answering names", extra={"address": self.where})
 
     async def close(self) -> None:
+        """Stop answering; returns once both sockets are closed (a transport's close only schedules
+        it, and a datagram meanwhile would land on a socket nobody reads any more)."""
         if self._udp is not None:
             self._udp.close()
+            await self._udp_server.closed
         if self._tcp is not None:
             self._tcp.close()
             await self._tcp.wait_closed()

@@ -15,6 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from mesh.identity import DEFAULT_TRUST_DOMAIN
+from mesh.names import CLUSTER_DOMAIN
 from mesh.plain_settings import PlainSettings, host_port, setting
 
 ADMIN_PORT = 15000
@@ -46,7 +47,7 @@ class ZtunnelSettings(PlainSettings):
         "auto",
         "the node's name server, IP or IP:PORT (auto: the pods' gateway, node.json pod_cidr, port 53; off: none)",
     )
-    dns_domain: str = setting("cluster.local", "the cluster's DNS domain")
+    dns_domain: str = setting(CLUSTER_DOMAIN, "the cluster's DNS domain")
     metrics_port: int = setting(METRICS_PORT, "/stats/prometheus, /metrics", ge=0, le=65535)
     readiness_port: int = setting(READINESS_PORT, "/healthz/ready", ge=0, le=65535)
     trust_domain: str = setting(DEFAULT_TRUST_DOMAIN, "the mesh's trust domain")

@@ -59,9 +59,9 @@ class _Upstream(asyncio.DatagramProtocol):
 async def server() -> AsyncIterator[tuple[str, int]]:
     loop = asyncio.get_running_loop()
     upstream, _ = await loop.create_datagram_endpoint(_Upstream, local_addr=("127.0.0.2", 53))
-    name_server = NameServer(Resolver(_store(), upstreams=("127.0.0.2",)))
     port = harness.free_port()
-    await name_server.start("127.0.0.1", port)
+    name_server = NameServer(Resolver(_store(), upstreams=("127.0.0.2",)), "127.0.0.1", port)
+    await name_server.start()
     try:
         yield "127.0.0.1", port
     finally:
@@ -156,9 +156,9 @@ async def test_before_the_first_xds_answer_cluster_names_are_a_failure_to_retry_
 
 async def test_a_new_ztunnel_answers_while_the_old_one_drains() -> None:
     port = harness.free_port()
-    old, new = NameServer(Resolver(_store())), NameServer(Resolver(_store()))
-    await old.start("127.0.0.1", port)
-    await new.start("127.0.0.1", port)  # SO_REUSEPORT: both bound, as during an upgrade
+    old, new = NameServer(Resolver(_store()), "127.0.0.1", port), NameServer(Resolver(_store()), "127.0.0.1", port)
+    await old.start()
+    await new.start()  # SO_REUSEPORT: both bound, as during an upgrade
     await old.close()
     try:
         for tcp in (False, True):
